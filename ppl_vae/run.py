@@ -1,0 +1,162 @@
+"""Run folders: train a configured VAE into a folder, evaluate it, draw its figures, load it back.
+
+A run folder holds::
+
+    config.json        the RunConfig (plain JSON)
+    checkpoint.pt      weights, optimizer state, RNG states, history (loaded with weights_only=True)
+    metrics.json       test ELBO and log p(x) with standard errors, nats per example; the history
+    elbo.png  reconstructions.png  samples.png  latent.png
+
+Example::
+
+    config = RunConfig(model=model_config_for(load_dataset("digits"), z_dim=8), train=TrainConfig(epochs=30))
+    metrics = train_run(config, "runs/digits")
+    vae = load("runs/digits")
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from ppl_vae.checkpoint import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    METRICS_FILE,
+    load_checkpoint,
+    read_run_folder,
+    save_json,
+)
+from ppl_vae.config import EvalConfig, ModelConfig, RunConfig
+from ppl_vae.data import Dataset, load_dataset
+from ppl_vae.errors import InputError
+from ppl_vae.evaluate import elbo, iwae_log_likelihood, observed_test_set
+from ppl_vae.train import fit, seed_everything
+from ppl_vae.vae import VAE
+
+PLOT_FILES = ("elbo.png", "reconstructions.png", "samples.png", "latent.png")
+
+
+def model_config_for(data: Dataset, **options) -> ModelConfig:
+    """A :class:`ModelConfig` sized for ``data`` (``x_dim``, ``image_shape``); ``options`` set the other fields."""
+    return ModelConfig(x_dim=data.x_dim, image_shape=data.image_shape, **options)
+
+
+def load_config(run_dir: str | Path) -> RunConfig:
+    """The :class:`RunConfig` stored in a run folder."""
+    run_dir = read_run_folder(run_dir)
+    return RunConfig.from_json((run_dir / CONFIG_FILE).read_text())
+
+
+def load_data(config: RunConfig) -> Dataset:
+    """The data set named by a run's config, checked against the model's size."""
+    data = load_dataset(config.data.name, root=config.data.root, download=config.data.download)
+    if (data.x_dim, data.image_shape) != (config.model.x_dim, config.model.image_shape):
+        raise InputError(
+            f"data set {config.data.name!r} has images of shape {data.image_shape}, the run's model expects "
+            f"{config.model.image_shape}"
+        )
+    return data
+
+
+def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
+    """The trained VAE of a run folder, rebuilt from ``config.json`` and loaded with ``weights_only=True``."""
+    config = load_config(run_dir)
+    vae = VAE(config.model)
+    state = load_checkpoint(Path(run_dir) / CHECKPOINT_FILE, map_location=device)
+    try:
+        vae.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise InputError(f"checkpoint in {str(run_dir)!r} does not match its {CONFIG_FILE}: {reason}") from None
+    return vae.to(device).eval()
+
+
+def train_run(config: RunConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True) -> dict:
+    """Train ``config`` into ``run_dir``, evaluate it and draw its figures; returns the metrics.
+
+    ``resume=True`` continues the checkpoint in ``run_dir`` (its ``config.json`` must equal ``config`` except for
+    ``train.epochs``). Without it, a folder that already holds a run is refused, so nothing is overwritten.
+    """
+    run_dir = Path(run_dir)
+    if resume:
+        stored = load_config(run_dir)
+        if stored.model != config.model or stored.data != config.data:
+            raise InputError(
+                f"cannot resume {str(run_dir)!r} with a different model or data set than its {CONFIG_FILE}"
+            )
+    elif (run_dir / CHECKPOINT_FILE).exists():
+        raise InputError(f"run folder {str(run_dir)!r} already holds a run: pass --resume or choose another --out")
+    data = load_data(config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_json(run_dir / CONFIG_FILE, json.loads(config.to_json()))
+
+    seed_everything(config.train.seed)
+    vae = VAE(config.model)
+    history = fit(vae, data, config.train, run_dir=run_dir, resume=resume, progress=progress)
+    metrics = evaluate_vae(vae, data, config.evaluation)
+    metrics.update(
+        train_elbo=history[-1]["train_elbo"],
+        epochs=len(history),
+        seconds=sum(record["seconds"] for record in history),
+        history=history,
+    )
+    save_json(run_dir / METRICS_FILE, metrics)
+    draw_figures(vae, data, history, run_dir)
+    return metrics
+
+
+def evaluate_vae(vae: VAE, data: Dataset, evaluation: EvalConfig) -> dict:
+    """Test ELBO and IWAE log p(x) with their standard errors, nats per example (keys as in ``metrics.json``)."""
+    device = next(vae.parameters()).device
+    x_test = observed_test_set(data.x_test, vae.likelihood.binary).to(device)
+    test_elbo = elbo(vae.model, vae.guide, x_test, num_particles=evaluation.num_particles)
+    log_likelihood = iwae_log_likelihood(vae.model, vae.guide, x_test, k=evaluation.k)
+    return {
+        "test_elbo": test_elbo.mean,
+        "test_elbo_se": test_elbo.se,
+        "test_log_likelihood": log_likelihood.mean,
+        "test_log_likelihood_se": log_likelihood.se,
+        "k": evaluation.k,
+        "elbo_particles": evaluation.num_particles,
+    }
+
+
+def evaluate_run(run_dir: str | Path, evaluation: EvalConfig, device: str = "cpu") -> dict:
+    """Reload a run, evaluate it with ``evaluation`` and update its ``metrics.json``; returns the metrics."""
+    run_dir = read_run_folder(run_dir)
+    config = load_config(run_dir)
+    vae = load(run_dir, device=device)
+    seed_everything(config.train.seed)
+    metrics_path = run_dir / METRICS_FILE
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    metrics.update(evaluate_vae(vae, load_data(config), evaluation))
+    save_json(metrics_path, metrics)
+    return metrics
+
+
+def draw_figures(vae: VAE, data: Dataset, history: list[dict], run_dir: Path, num_images: int = 32) -> list[Path]:
+    """The run's PNGs: ELBO curves, test images above their reconstructions, prior samples, latent means by label."""
+    from ppl_vae import plots
+
+    device = next(vae.parameters()).device
+    shape = data.image_shape
+    x_test = observed_test_set(data.x_test, vae.likelihood.binary).to(device)
+    with torch.no_grad():
+        z_loc, _ = vae.encode(x_test)
+    return [
+        plots.plot_training_curves(history, run_dir / "elbo.png", title=f"ELBO per epoch on {data.name}"),
+        plots.plot_reconstructions(
+            x_test[:num_images], vae.reconstruct(x_test[:num_images]), shape, run_dir / "reconstructions.png"
+        ),
+        plots.plot_image_grid(vae.sample(64), shape, run_dir / "samples.png", "Pixel means of p(x | z), z ~ p(z)"),
+        plots.plot_latent_scatter(z_loc, data.y_test, run_dir / "latent.png"),
+    ]
+
+
+def default_run_dir(data_name: str) -> Path:
+    """``runs/<data set>-<timestamp>``: a fresh folder per run, so a repeated command never overwrites a run."""
+    return Path("runs") / f"{Path(data_name).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
