@@ -19,6 +19,7 @@ All use Adam with the same learning rate; ``num_particles`` samples per example 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -63,14 +64,18 @@ class SVIStep:
     process-specific names of Pyro's parameter store, so a run resumes in a new process.
     """
 
-    def __init__(self, vae: VAE, elbo, lr: float, fixed_batch_shape: bool = False):
+    def __init__(self, vae: VAE, elbo, lr: float, fixed_batch_shape: bool = False, quiet: tuple[str, ...] = ()):
         self.pyro_name = vae.pyro_name
         self.optim = pyro.optim.Adam({"lr": lr})
         self.svi = SVI(vae.model, vae.guide, self.optim, elbo)
         self.fixed_batch_shape = fixed_batch_shape
+        self.quiet = quiet  # messages of known, harmless warnings that this step silences
 
     def __call__(self, x: torch.Tensor) -> float:
-        return self.svi.step(x)
+        with warnings.catch_warnings():
+            for message in self.quiet:
+                warnings.filterwarnings("ignore", message=message)
+            return self.svi.step(x)
 
     def state_dict(self) -> dict:
         return {user_param_name(name): state for name, state in self.optim.get_state().items()}
@@ -96,7 +101,8 @@ def meanfield_step(vae: VAE, config: TrainConfig) -> TrainingStep:
 @OBJECTIVES.register("jit")
 def jit_step(vae: VAE, config: TrainConfig) -> TrainingStep:
     elbo = JitTrace_ELBO(**_elbo_options(config), ignore_jit_warnings=True)
-    return SVIStep(vae, elbo, config.lr, fixed_batch_shape=True)
+    # JitTrace_ELBO is built on torch.jit.trace, which recent torch releases mark as deprecated (FutureWarning)
+    return SVIStep(vae, elbo, config.lr, fixed_batch_shape=True, quiet=("`torch.jit.trace` is deprecated",))
 
 
 class ReferenceStep:

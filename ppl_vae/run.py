@@ -70,7 +70,8 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
     try:
         vae.load_state_dict(state["model"])
     except (RuntimeError, KeyError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        lines = [line.strip() for line in str(error).strip().splitlines()] or [repr(error)]
+        reason = lines[1] if len(lines) > 1 else lines[0]  # torch's first line is only "Error(s) in loading ..."
         raise InputError(f"checkpoint in {str(run_dir)!r} does not match its {CONFIG_FILE}: {reason}") from None
     return vae.to(device).eval()
 

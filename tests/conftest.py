@@ -1,0 +1,39 @@
+"""Shared fixtures: the digits data set (loaded once), a clean Pyro state for every test."""
+
+import pyro
+import pytest
+
+from ppl_vae.data import load_dataset
+from ppl_vae.run import model_config_for
+
+
+@pytest.fixture(autouse=True)
+def clean_pyro_state():
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    yield
+    pyro.clear_param_store()
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture
+def small_config(digits):
+    """A small model on the digits: 64 pixels, 4 latent dimensions, one hidden layer of 32."""
+    return model_config_for(digits, z_dim=4, hidden=(32,))
+
+
+@pytest.fixture(scope="session")
+def trained_vae(digits):
+    """A small VAE after 5 epochs on the digits (z_dim 4, hidden 32): its guide is informative but imperfect."""
+    from ppl_vae.config import TrainConfig
+    from ppl_vae.train import fit, seed_everything
+    from ppl_vae.vae import VAE
+
+    seed_everything(0)
+    vae = VAE(model_config_for(digits, z_dim=4, hidden=(32,)))
+    fit(vae, digits, TrainConfig(epochs=5, lr=3e-3, eval_every=5), progress=False)
+    return vae

@@ -1,0 +1,114 @@
+"""The command line end to end, and one clear line for every kind of bad input."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from ppl_vae.cli import main
+from ppl_vae.run import PLOT_FILES
+
+METRIC_KEYS = {
+    "test_elbo", "test_elbo_se", "test_log_likelihood", "test_log_likelihood_se", "k", "train_elbo", "epochs",
+    "seconds", "history",
+}  # fmt: skip
+
+
+def run_cli(capsys, *argv):
+    status = main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_train_then_evaluate_writes_every_file(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    status, out, err = run_cli(
+        capsys, "train", "--epochs", 2, "--z-dim", 2, "--hidden", "32,16", "--k", 50, "--eval-particles", 5,
+        "--out", run_dir, "--no-progress",
+    )  # fmt: skip
+    assert status == 0, err
+    assert "nats per example" in out and "test log p(x) (IWAE, k=50)" in out
+    for name in ("config.json", "checkpoint.pt", "metrics.json", *PLOT_FILES):
+        assert (run_dir / name).stat().st_size > 0, name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert METRIC_KEYS <= set(metrics)
+    assert metrics["epochs"] == 2 and len(metrics["history"]) == 2 and metrics["k"] == 50
+    assert metrics["test_log_likelihood"] >= metrics["test_elbo"] - 3 * metrics["test_elbo_se"]
+
+    status, out, err = run_cli(capsys, "evaluate", run_dir, "--k", 20, "--eval-particles", 4)
+    assert status == 0, err
+    updated = json.loads((run_dir / "metrics.json").read_text())
+    assert updated["k"] == 20 and updated["history"] == metrics["history"]
+
+    status, out, err = run_cli(capsys, "train", "--resume", "--out", run_dir, "--epochs", 3, "--k", 10, "--no-progress")
+    assert status == 0, err
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 3
+
+
+def write_npz(path, **arrays):
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.fixture
+def npz_files(tmp_path):
+    good = np.random.default_rng(0).random((4, 8, 8), dtype=np.float32)
+    nan = good.copy()
+    nan[0, 0, 0] = np.nan
+    inf = good.copy()
+    inf[1, 2, 3] = np.inf
+    return {
+        "no_test": write_npz(tmp_path / "no_test.npz", x_train=good),
+        "too_bright": write_npz(tmp_path / "bright.npz", x_train=good * 1.5, x_test=good),
+        "nan": write_npz(tmp_path / "nan.npz", x_train=nan, x_test=good),
+        "inf": write_npz(tmp_path / "inf.npz", x_train=good, x_test=inf),
+    }
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["train", "--data", "cifar"],
+            "unknown data set 'cifar': expected one of digits, fashion-mnist, kmnist, mnist",
+        ),
+        (["train", "--data", "{no_test}"], "x_test"),
+        (["train", "--data", "{too_bright}"], r"expected values in \[0, 1\]"),
+        (["train", "--data", "{nan}"], "NaN"),
+        (["train", "--data", "{inf}"], "inf"),
+        (["train", "--z-dim", "0"], "--z-dim must be an integer >= 1, got 0"),
+        (["train", "--hidden", ""], "--hidden '' is empty"),
+        (["train", "--hidden", "64,x"], "--hidden '64,x': expected comma-separated integers"),
+        (["train", "--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
+        (["train", "--epochs", "0"], "--epochs must be an integer >= 1, got 0"),
+        (["train", "--elbo", "elbo"], "--elbo: unknown objective 'elbo'"),
+        (["evaluate", "{tmp}/missing"], "run folder .*missing' does not exist"),
+        (["train", "--resume"], "--resume needs --out"),
+    ],
+)
+def test_bad_input_is_one_clear_line(capsys, tmp_path, npz_files, argv, message):
+    argv = [arg.format(tmp=tmp_path, **npz_files) for arg in argv]
+    status, out, err = run_cli(capsys, *argv)
+    assert status == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ppl-vae: error: "), err
+    assert re.search(message, lines[0]), lines[0]
+
+
+def test_a_run_folder_is_never_overwritten(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    argv = ["train", "--epochs", 1, "--z-dim", 2, "--hidden", 16, "--k", 5, "--out", run_dir, "--no-progress"]
+    assert run_cli(capsys, *argv)[0] == 0
+    status, out, err = run_cli(capsys, *argv)
+    assert status == 2 and "already holds a run" in err
+
+
+def test_evaluate_refuses_a_checkpoint_that_does_not_match(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_cli(capsys, "train", "--epochs", 1, "--z-dim", 2, "--hidden", 16, "--k", 5, "--out", run_dir, "--no-progress")
+    config = json.loads((run_dir / "config.json").read_text())
+    config["model"]["hidden"] = [24]
+    (run_dir / "config.json").write_text(json.dumps(config))
+    status, out, err = run_cli(capsys, "evaluate", run_dir, "--k", 5)
+    assert status == 2 and "does not match its config.json" in err

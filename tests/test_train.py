@@ -1,0 +1,77 @@
+"""fit(): learning on the digits, reproducibility, resume, every objective, bad input."""
+
+import pytest
+import torch
+
+from ppl_vae.config import TrainConfig
+from ppl_vae.evaluate import elbo, observed_test_set
+from ppl_vae.objectives import OBJECTIVES
+from ppl_vae.run import model_config_for
+from ppl_vae.train import fit, seed_everything
+from ppl_vae.vae import VAE
+
+
+def fresh_vae(config, seed=0):
+    seed_everything(seed)
+    return VAE(config)
+
+
+def without_seconds(history):
+    return [{key: value for key, value in record.items() if key != "seconds"} for record in history]
+
+
+def test_test_elbo_climbs_on_digits(digits):
+    """z_dim 8, hidden 128, batch 64, 10 epochs. Measured with seeds 0 and 1: about -27.2 nats per example after
+    10 epochs, from about -44 before training; the bound leaves more than a nat of margin."""
+    vae = fresh_vae(model_config_for(digits, z_dim=8, hidden=(128,)))
+    x_test = observed_test_set(digits.x_test, binary=True)
+    before = elbo(vae.model, vae.guide, x_test, num_particles=10).mean
+    history = fit(vae, digits, TrainConfig(epochs=10, batch_size=64, eval_every=5), progress=False)
+    after = history[-1]["test_elbo"]
+    assert before < -40.0
+    assert after > -28.5, history
+    assert history[-1]["train_elbo"] > history[0]["train_elbo"] + 3.0
+
+
+def test_same_seed_gives_the_same_history(digits, small_config):
+    config = TrainConfig(epochs=2, eval_particles=3)
+    first = fit(fresh_vae(small_config), digits, config, progress=False)
+    second = fit(fresh_vae(small_config), digits, config, progress=False)
+    assert without_seconds(first) == without_seconds(second)
+    other_seed = fit(fresh_vae(small_config), digits, TrainConfig(epochs=2, eval_particles=3, seed=1), progress=False)
+    assert without_seconds(other_seed) != without_seconds(first)
+
+
+@pytest.mark.parametrize("objective", ["trace", "reference-mc"])
+def test_an_interrupted_run_resumes_with_the_same_numbers(digits, small_config, tmp_path, objective):
+    straight = fit(fresh_vae(small_config), digits, TrainConfig(epochs=4, elbo=objective), progress=False)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    fit(fresh_vae(small_config), digits, TrainConfig(epochs=2, elbo=objective), run_dir=run_dir, progress=False)
+    torch.manual_seed(12345)  # whatever happened in between must not matter
+    resumed = fit(
+        fresh_vae(small_config, seed=99),
+        digits,
+        TrainConfig(epochs=4, elbo=objective),
+        run_dir=run_dir,
+        resume=True,
+        progress=False,
+    )
+    assert without_seconds(resumed) == without_seconds(straight)
+
+
+@pytest.mark.parametrize("objective", sorted(OBJECTIVES))
+def test_every_objective_trains(digits, small_config, objective):
+    vae = fresh_vae(small_config)
+    x_test = observed_test_set(digits.x_test, binary=True)
+    before = elbo(vae.model, vae.guide, x_test, num_particles=10).mean
+    history = fit(vae, digits, TrainConfig(epochs=2, lr=3e-3, elbo=objective, num_particles=2), progress=False)
+    assert all(torch.isfinite(torch.tensor(record["train_elbo"])) for record in history)
+    assert history[-1]["test_elbo"] > before + 3.0
+
+
+def test_data_of_another_size_is_refused(digits):
+    vae = VAE(model_config_for(digits, z_dim=2))
+    vae.config = model_config_for(digits, z_dim=2).__class__(x_dim=16, image_shape=(1, 4, 4))
+    with pytest.raises(ValueError, match="has 64 pixels per example, the VAE expects 16"):
+        fit(vae, digits, TrainConfig(epochs=1), progress=False)
