@@ -2,12 +2,12 @@
 
 import math
 import re
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from idx_files import write_fake_mnist
 
 from ppl_vae import data
 from ppl_vae.data import (
@@ -67,25 +67,6 @@ def test_digits_split_matches_sklearn(digits):
 
 
 # ---------------------------------------------------------------- torchvision data sets from IDX files
-
-
-def write_idx(path, array):
-    """Write a uint8 array in the IDX format (magic 0x0000 08 <ndim>, big-endian int32 sizes, raw bytes)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    header = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}i", *array.shape)
-    path.write_bytes(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
-
-
-def write_fake_mnist(root, folder, rng):
-    """Five train and three test 28x28 images with labels, in torchvision's ``<root>/<folder>/raw`` layout."""
-    arrays = {
-        "train": (rng.integers(0, 256, (5, 28, 28), dtype=np.uint8), np.array([3, 1, 4, 1, 5], dtype=np.uint8)),
-        "t10k": (rng.integers(0, 256, (3, 28, 28), dtype=np.uint8), np.array([9, 2, 6], dtype=np.uint8)),
-    }
-    for prefix, (images, labels) in arrays.items():
-        write_idx(root / folder / "raw" / f"{prefix}-images-idx3-ubyte", images)
-        write_idx(root / folder / "raw" / f"{prefix}-labels-idx1-ubyte", labels)
-    return arrays
 
 
 @pytest.mark.parametrize("name, folder", TORCHVISION_SETS)
