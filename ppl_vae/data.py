@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from ppl_vae.errors import InputError
+from ppl_vae.registry import Registry
 
 __all__ = [
     "DATASETS",
@@ -100,20 +101,13 @@ class Dataset:
 
 Loader = Callable[[Path | None, bool], Dataset]
 
-DATASETS: dict[str, Loader] = {}
+DATASETS = Registry("data set")
 """The registry: name -> loader ``(root, download) -> Dataset``."""
 
 
 def register_dataset(name: str) -> Callable[[Loader], Loader]:
     """Decorator that adds a loader ``(root, download) -> Dataset`` to :data:`DATASETS` under ``name``."""
-
-    def register(loader: Loader) -> Loader:
-        if name in DATASETS:
-            raise ValueError(f"data set {name!r} is already registered")
-        DATASETS[name] = loader
-        return loader
-
-    return register
+    return DATASETS.register(name)
 
 
 def load_dataset(name: str, root: str | Path | None = None, download: bool = False) -> Dataset:

@@ -21,6 +21,7 @@ from ppl_vae.data import (
     validate_images,
 )
 from ppl_vae.errors import InputError
+from ppl_vae.registry import Registry
 
 TORCHVISION_SETS = [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST"), ("kmnist", "KMNIST")]
 
@@ -223,7 +224,9 @@ def test_dataset_checks_shapes():
 
 
 def test_register_dataset(monkeypatch):
-    monkeypatch.setattr(data, "DATASETS", dict(DATASETS))
+    registry = Registry("data set")
+    registry.update(DATASETS)
+    monkeypatch.setattr(data, "DATASETS", registry)
     toy = Dataset("toy", torch.zeros(2, 4), torch.ones(1, 4), None, None, (1, 2, 2))
     calls = []
 
@@ -235,7 +238,7 @@ def test_register_dataset(monkeypatch):
     assert data.DATASETS["toy"] is load_toy and "toy" not in DATASETS
     assert load_dataset("toy", root="~/somewhere", download=True) is toy
     assert calls == [(Path("~/somewhere").expanduser(), True)]
-    with pytest.raises(ValueError, match="'toy' is already registered"):
+    with pytest.raises(ValueError, match="data set 'toy' is registered twice"):
         register_dataset("toy")(load_toy)
 
 
