@@ -1,4 +1,4 @@
-"""Every example runs with short settings (the examples are thin: the library does the work)."""
+"""Every example and benchmark runs with short settings (they are thin: the library does the work)."""
 
 import importlib.util
 import json
@@ -10,8 +10,8 @@ from idx_files import write_fake_mnist
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+def load_example(name, folder=EXAMPLES):
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -43,3 +43,10 @@ def test_digits_to_npz_feeds_the_npz_loader(tmp_path):
     load_example("digits_to_npz").main(["--size", "12", "--out", str(path)])
     data = load_dataset(str(path))
     assert data.image_shape == (1, 12, 12) and data.x_train.shape == (1497, 144) and data.num_classes == 10
+
+
+def test_step_speed_benchmark_runs():
+    times = load_example("step_speed", EXAMPLES.parent / "benchmarks").main(
+        ["--rounds", "1", "--steps", "1", "--objectives", "trace,reference-mc"]
+    )
+    assert set(times) == {"trace", "reference-mc"} and all(value[0] > 0 for value in times.values())
