@@ -167,6 +167,8 @@ def test_khat_and_ess_of_known_weights():
     one_heavy = torch.cat([torch.full((1, 1), 50.0, dtype=DOUBLE), torch.zeros(1, 99, dtype=DOUBLE)], dim=1)
     torch.testing.assert_close(effective_sample_size(equal), torch.full((2,), 100.0, dtype=DOUBLE))
     assert effective_sample_size(one_heavy).item() == pytest.approx(1.0, abs=1e-12)
+    two_levels = torch.tensor([[0.0] * 50 + [math.log(3.0)] * 50], dtype=DOUBLE)  # (50 + 150)^2 / (50 + 450) = 80
+    assert effective_sample_size(two_levels).item() == pytest.approx(80.0, rel=1e-12)
     with pytest.raises(InputError, match="at least 100"):
         pareto_khat(torch.zeros(3, 50))
 
