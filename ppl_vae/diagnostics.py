@@ -58,6 +58,12 @@ MIN_KHAT_SAMPLES = 100
 """Fewest draws per example for a Pareto k-hat: PSIS fits the tail of ``min(k/5, 3 sqrt(k))`` largest weights."""
 
 
+def check_samples(k: int) -> None:
+    """Refuse fewer than ``MIN_KHAT_SAMPLES`` importance samples per example (an :class:`InputError` naming ``--k``)."""
+    if k < MIN_KHAT_SAMPLES:
+        raise InputError(f"--k {k}: the diagnostics need at least {MIN_KHAT_SAMPLES} importance samples per example")
+
+
 def import_arviz():
     """``import arviz``, without its once-a-day FutureWarning about a coming refactor (nothing this package uses)."""
     with warnings.catch_warnings():
@@ -225,8 +231,7 @@ def diagnose(
     Draws ``k`` samples per example once (memory ``N x k`` log weights plus one chunk of decoder output; for
     ``k = 5000`` and 300 examples 12 MB) and derives log p(x), the ELBO, their gap, the ESS and k-hat from them.
     """
-    if k < MIN_KHAT_SAMPLES:
-        raise InputError(f"--k {k}: the diagnostics need at least {MIN_KHAT_SAMPLES} importance samples per example")
+    check_samples(k)
     raw = log_weights_per_example(model, guide, x, k, batch_size, max_elements)
     log_weights = raw.double()
     log_likelihood = torch.logsumexp(log_weights, dim=-1) - math.log(k)

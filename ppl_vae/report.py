@@ -31,7 +31,7 @@ import torch
 
 from ppl_vae.checkpoint import atomic_write, save_json
 from ppl_vae.data import Dataset
-from ppl_vae.diagnostics import ACTIVE_UNIT_THRESHOLD, MIN_KHAT_SAMPLES, diagnose
+from ppl_vae.diagnostics import ACTIVE_UNIT_THRESHOLD, MIN_KHAT_SAMPLES, check_samples, diagnose
 from ppl_vae.errors import InputError
 from ppl_vae.evaluate import observed_test_set
 
@@ -59,10 +59,7 @@ class ReportConfig:
         """Refuse options that the data or ``k`` cannot serve, before any work is done."""
         if self.gap_examples > test_examples:
             raise InputError(f"--gap-examples {self.gap_examples} exceeds the {test_examples} test examples")
-        if k < MIN_KHAT_SAMPLES:
-            raise InputError(
-                f"--k {k}: the diagnostics need at least {MIN_KHAT_SAMPLES} importance samples per example"
-            )
+        check_samples(k)
 
     def __post_init__(self):
         for name, value, least in (("--gap-examples", self.gap_examples, 0), ("--gap-steps", self.gap_steps, 1)):
@@ -164,8 +161,8 @@ def format_markdown(report: dict, figures: list[Path], data_name: str) -> str:
     if "amortization_gap" in report:
         lines.append(
             f"- inference gap on the first {report['gap_examples']} test examples (Cremer et al. 2018): a Normal guide "
-            f"per example fitted by SVI ({report['gap_steps']} steps); log p(x) there is the larger IWAE estimate of "
-            "the two guides"
+            f"per example fitted by SVI ({report['gap_steps']} steps); log p(x) there from k draws of the even "
+            "mixture of both guides"
         )
     lines += [
         "",
