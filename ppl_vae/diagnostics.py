@@ -82,8 +82,7 @@ def pareto_khat(log_weights: torch.Tensor) -> torch.Tensor:
     """
     if log_weights.shape[-1] < MIN_KHAT_SAMPLES:
         raise InputError(
-            f"Pareto k-hat needs at least {MIN_KHAT_SAMPLES} importance samples per example, got "
-            f"{log_weights.shape[-1]}: raise --k"
+            f"Pareto k-hat needs at least {MIN_KHAT_SAMPLES} samples per example, got {log_weights.shape[-1]}"
         )
     az = import_arviz()
     values = log_weights.detach().to("cpu", torch.float64).numpy()

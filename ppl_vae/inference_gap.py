@@ -91,7 +91,7 @@ def normal_guide(loc: torch.Tensor, scale: torch.Tensor) -> Callable[[torch.Tens
 
 
 def fit_local_guide(
-    model: Callable, guide: Callable, x: torch.Tensor, steps: int = 500, lr: float = 0.05, num_particles: int = 16
+    model: Callable, guide: Callable, x: torch.Tensor, steps: int = 300, lr: float = 0.05, num_particles: int = 16
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fit ``Normal(loc_i, scale_i)`` to each example of ``x`` ``(N, D)`` by SVI on ``Trace_ELBO``; returns ``loc``
     and ``scale`` ``(N, z_dim)``.
@@ -146,7 +146,7 @@ def inference_gap(
     model: Callable,
     guide: Callable,
     x: torch.Tensor,
-    steps: int = 500,
+    steps: int = 300,
     lr: float = 0.05,
     num_particles: int = 16,
     k: int = 1000,
