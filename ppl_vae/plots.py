@@ -129,7 +129,6 @@ def plot_khat(khat, path: str | Path, k: int, title: str = "Pareto k-hat of the 
     Examples with constant weights (k-hat ``-inf``) are drawn at the bottom of the axis.
     """
     import xarray as xr
-    from arviz.stats.stats_utils import ELPDData
 
     from ppl_vae.diagnostics import KHAT_THRESHOLDS, import_arviz
 
@@ -139,7 +138,7 @@ def plot_khat(khat, path: str | Path, k: int, title: str = "Pareto k-hat of the 
     floor = min(finite.min() if finite.size else 0.0, 0.0) - 0.1
     pareto_k = xr.DataArray(np.where(np.isfinite(values), values, floor), dims=["example"])
     # az.plot_khat reads .pareto_k and .good_k of an ELPDData (arrays are deprecated there); the good-k line is 0.7
-    container = ELPDData(data=[pareto_k, KHAT_THRESHOLDS[1]], index=["pareto_k", "good_k"])
+    container = az.ELPDData(data=[pareto_k, KHAT_THRESHOLDS[1]], index=["pareto_k", "good_k"])
     figure, axes = plt.subplots(figsize=(7, 4))
     with warnings.catch_warnings():  # ArviZ 0.23 calls a helper that matplotlib 3.11 deprecates; nothing to act on
         warnings.filterwarnings(
