@@ -10,10 +10,14 @@ Example::
     print(ppl_vae.iwae_log_likelihood(vae.model, vae.guide, ppl_vae.observed_test_set(data.x_test, True), k=1000))
 """
 
+from ppl_vae.arviz_export import to_inference_data
 from ppl_vae.config import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
 from ppl_vae.data import Dataset, load_dataset
+from ppl_vae.diagnostics import Diagnostics, diagnose
 from ppl_vae.errors import InputError
 from ppl_vae.evaluate import Estimate, elbo, iwae_log_likelihood, log_importance_weights, observed_test_set
+from ppl_vae.inference_gap import InferenceGap, inference_gap
+from ppl_vae.report import ReportConfig, write_report
 from ppl_vae.run import evaluate_run, load, model_config_for, train_run
 from ppl_vae.train import fit
 from ppl_vae.vae import VAE
@@ -22,20 +26,27 @@ __all__ = [
     "VAE",
     "DataConfig",
     "Dataset",
+    "Diagnostics",
     "Estimate",
     "EvalConfig",
+    "InferenceGap",
     "InputError",
     "ModelConfig",
+    "ReportConfig",
     "RunConfig",
     "TrainConfig",
+    "diagnose",
     "elbo",
     "evaluate_run",
     "fit",
+    "inference_gap",
     "iwae_log_likelihood",
     "load",
     "load_dataset",
     "log_importance_weights",
     "model_config_for",
     "observed_test_set",
+    "to_inference_data",
     "train_run",
+    "write_report",
 ]

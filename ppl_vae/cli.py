@@ -12,9 +12,11 @@ from pathlib import Path
 
 from ppl_vae.config import DataConfig, EvalConfig, RunConfig, TrainConfig
 from ppl_vae.errors import InputError
+from ppl_vae.report import ReportConfig
 
 DEFAULTS_TRAIN = TrainConfig()
 DEFAULTS_EVAL = EvalConfig()
+DEFAULTS_REPORT = ReportConfig()
 
 
 def parse_hidden(text: str) -> tuple[int, ...]:
@@ -82,6 +84,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--eval-particles", type=int, default=DEFAULTS_EVAL.num_particles, help="samples per test example for the ELBO"
     )
     evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument(
+        "--gap-examples",
+        type=int,
+        default=DEFAULTS_REPORT.gap_examples,
+        help="test examples for the amortization / approximation gap (a local SVI fit each); 0 skips it",
+    )
+    evaluate.add_argument(
+        "--gap-steps", type=int, default=DEFAULTS_REPORT.gap_steps, help="SVI steps of the per-example Normal guides"
+    )
+    evaluate.add_argument(
+        "--draws",
+        type=int,
+        default=DEFAULTS_REPORT.draws,
+        help="guide draws per test example saved for ArviZ in posterior.nc",
+    )
     evaluate.set_defaults(handler=command_evaluate)
     return parser
 
@@ -132,10 +149,16 @@ def command_train(args) -> None:
 
 
 def command_evaluate(args) -> None:
+    from ppl_vae.report import format_table
     from ppl_vae.run import evaluate_run
 
-    metrics = evaluate_run(args.run_dir, EvalConfig(k=args.k, num_particles=args.eval_particles), device=args.device)
+    evaluation = EvalConfig(k=args.k, num_particles=args.eval_particles)
+    report = ReportConfig(gap_examples=args.gap_examples, gap_steps=args.gap_steps, draws=args.draws)
+    metrics = evaluate_run(args.run_dir, evaluation, device=args.device, report=report)
     print_metrics(metrics)
+    print()
+    print(format_table(metrics["report"]))
+    print(f"report: {args.run_dir / 'report.md'}")
 
 
 def print_metrics(metrics: dict) -> None:

@@ -74,14 +74,24 @@ def log_importance_weights(model: Callable, guide: Callable, x: torch.Tensor, nu
     Returns:
         ``(num_samples, B)`` log weights, nats. Sites' scales (e.g. a KL weight) are ignored: this is the true joint.
     """
+    guide_trace, model_trace = importance_traces(model, guide, x, num_samples)
+    expected = (num_samples, x.shape[0])
+    return sum_log_probs(model_trace, expected) - sum_log_probs(guide_trace, expected)
+
+
+def importance_traces(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int):
+    """The guide's trace and the model's trace replayed on it, for ``num_samples`` draws per example, without
+    gradients. Every sample site's value and ``fn`` carry a leading sample dimension: ``z`` is
+    ``(num_samples, B, z_dim)``."""
     with torch.no_grad(), pyro.plate("importance_samples", num_samples, dim=-2):
         guide_trace = poutine.trace(guide).get_trace(x)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
-    expected = (num_samples, x.shape[0])
-    return _sum_log_probs(model_trace, expected) - _sum_log_probs(guide_trace, expected)
+    return guide_trace, model_trace
 
 
-def _sum_log_probs(trace, expected_shape: tuple[int, int]) -> torch.Tensor:
+def sum_log_probs(trace, expected_shape: tuple[int, int]) -> torch.Tensor:
+    """``sum`` of ``log_prob`` over every sample site of ``trace`` (plates excluded), checked to be
+    ``expected_shape`` = ``(samples, examples)``; unscaled."""
     total = torch.zeros(())
     for name, site in trace.nodes.items():
         if site["type"] != "sample" or site_is_subsample(site):  # plates are recorded as sample sites too
@@ -97,11 +107,31 @@ def _sum_log_probs(trace, expected_shape: tuple[int, int]) -> torch.Tensor:
     return total
 
 
-def _chunked_log_weights(model, guide, x, num_samples: int, max_elements: int) -> Iterator[torch.Tensor]:
+def sample_chunks(x: torch.Tensor, num_samples: int, max_elements: int = MAX_ELEMENTS) -> Iterator[int]:
+    """Sizes that add up to ``num_samples``, each with ``size x B x D <= max_elements`` (at least 1) for ``x``
+    ``(B, D)``."""
     per_sample = max(1, x.shape[0] * max(1, x[0].numel()))
     chunk = max(1, min(num_samples, max_elements // per_sample))
     for start in range(0, num_samples, chunk):
-        yield log_importance_weights(model, guide, x, min(chunk, num_samples - start))
+        yield min(chunk, num_samples - start)
+
+
+def _chunked_log_weights(model, guide, x, num_samples: int, max_elements: int) -> Iterator[torch.Tensor]:
+    for size in sample_chunks(x, num_samples, max_elements):
+        yield log_importance_weights(model, guide, x, size)
+
+
+def log_weights_per_example(
+    model, guide, x: torch.Tensor, k: int, batch_size: int = 256, max_elements: int = MAX_ELEMENTS
+) -> torch.Tensor:
+    """All ``k`` log importance weights of every example, ``(N, k)``, nats; the draws and chunks are those of
+    :func:`iwae_log_likelihood` (same seed, same numbers). Holds ``N x k`` values: for diagnostics that need every
+    weight of an example (effective sample size, Pareto k-hat), not for the IWAE mean, which needs one chunk."""
+
+    def reduce(model, guide, xb):
+        return torch.cat(list(_chunked_log_weights(model, guide, xb, k, max_elements)), dim=0).T
+
+    return _per_example(reduce, model, guide, x, batch_size)
 
 
 def _per_example(reduce, model, guide, x, batch_size: int) -> torch.Tensor:

@@ -11,6 +11,7 @@ Example::
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -118,4 +119,95 @@ def plot_latent_scatter(z_loc, labels, path: str | Path) -> Path:
         figure.colorbar(scatter, ax=axes, label="label")
     projection = "" if z.shape[1] <= 2 else f", PCA of {z.shape[1]} dimensions"
     axes.set(xlabel=axis_names[0], ylabel=axis_names[1], title=f"Latent means E_q[z | x] of test images{projection}")
+    return _save(figure, path)
+
+
+# --- diagnostics (ppl_vae.diagnostics, ppl_vae.report) -------------------------------------------------------------
+def plot_khat(khat, path: str | Path, k: int, title: str = "Pareto k-hat of the importance weights") -> Path:
+    """ArviZ's ``az.plot_khat`` of the k-hat per example ``(N,)`` (from ``k`` draws each), with the 0.5 and 0.7 lines.
+
+    Examples with constant weights (k-hat ``-inf``) are drawn at the bottom of the axis.
+    """
+    import xarray as xr
+
+    from ppl_vae.diagnostics import KHAT_THRESHOLDS, import_arviz
+
+    az = import_arviz()
+    values = np.asarray(khat.cpu() if isinstance(khat, torch.Tensor) else khat, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    floor = min(finite.min() if finite.size else 0.0, 0.0) - 0.1
+    pareto_k = xr.DataArray(np.where(np.isfinite(values), values, floor), dims=["example"])
+    # az.plot_khat reads .pareto_k and .good_k of an ELPDData (arrays are deprecated there); the good-k line is 0.7
+    container = az.ELPDData(data=[pareto_k, KHAT_THRESHOLDS[1]], index=["pareto_k", "good_k"])
+    figure, axes = plt.subplots(figsize=(7, 4))
+    with warnings.catch_warnings():  # ArviZ 0.23 calls a helper that matplotlib 3.11 deprecates; nothing to act on
+        warnings.filterwarnings(
+            "ignore", message="Passing a dict or None as alias_mapping", category=DeprecationWarning
+        )
+        az.plot_khat(container, ax=axes, show_hlines=True, show_bins=True, color="C0", markersize=8)
+    axes.axhline(KHAT_THRESHOLDS[0], color="C1", linestyle=":", linewidth=1, label="0.5: infinite variance above")
+    axes.axhline(KHAT_THRESHOLDS[1], color="C3", linestyle="--", linewidth=1, label="0.7: unreliable above")
+    axes.set(xlabel="test example", ylabel="Pareto k-hat", title=f"{title} (k = {k} per example)")
+    axes.legend(loc="upper right", fontsize=8)
+    return _save(figure, path)
+
+
+def plot_kl_per_dim(kl_per_dim, activity, path: str | Path, threshold: float = 0.01) -> Path:
+    """Bars of KL(q(z_j | x) || p(z_j)) per latent dimension (nats per example), active ones (``activity >
+    threshold``) in colour, inactive in grey; the activity ``Var_x(E_q[z_j | x])`` on a second axis."""
+    kl = np.asarray(kl_per_dim, dtype=np.float64)
+    activity = np.asarray(activity, dtype=np.float64)
+    dims = np.arange(len(kl))
+    active = activity > threshold
+    figure, axes = plt.subplots(figsize=(max(5, 0.5 * len(kl) + 2), 4.8))
+    for chosen, colour, label in ((active, "C0", "active dimension"), (~active, "0.6", "inactive dimension")):
+        if chosen.any():
+            axes.bar(dims[chosen], kl[chosen], color=colour, label=label)
+    axes.set(
+        xlabel="latent dimension j",
+        ylabel="KL(q(z_j | x) || p(z_j)), nats per example",
+        title=f"KL per latent dimension: {int(active.sum())} of {len(kl)} active",
+        xticks=dims,
+    )
+    second = axes.twinx()
+    second.plot(dims, activity, "o", color="C3", label="Var_x(E_q[z_j | x])")
+    second.axhline(threshold, color="C3", linestyle=":", linewidth=1, label=f"activity threshold {threshold}")
+    second.set_yscale("log")
+    second.set_ylabel("activity Var_x(E_q[z_j | x])")
+    handles = axes.get_legend_handles_labels()
+    more = second.get_legend_handles_labels()
+    axes.legend(
+        handles[0] + more[0], handles[1] + more[1], fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2
+    )
+    return _save(figure, path)
+
+
+def plot_gap_histogram(gap, path: str | Path, k: int) -> Path:
+    """Histogram over examples of ``log p(x) - ELBO`` (nats), both estimated from the same ``k`` draws."""
+    values = np.asarray(gap.cpu() if isinstance(gap, torch.Tensor) else gap, dtype=np.float64)
+    figure, axes = plt.subplots(figsize=(6, 4))
+    axes.hist(values, bins=30, color="C0", alpha=0.8)
+    axes.axvline(values.mean(), color="C3", label=f"mean {values.mean():.3f} nats")
+    axes.set(
+        xlabel="log p(x) - ELBO (nats, per example)",
+        ylabel="test examples",
+        title=f"Gap between IWAE log p(x) (k = {k}) and the ELBO",
+    )
+    axes.legend()
+    return _save(figure, path)
+
+
+def plot_manifold(images, image_shape: Sequence[int], z_values, path: str | Path) -> Path:
+    """The decoded 2-D latent manifold: ``images`` ``(n * n, D)``, row ``r`` and column ``c`` decoded at
+    ``z = (z_values[c], z_values[n - 1 - r])`` (``z[1]`` grows upwards), the values marked on the axes."""
+    z_values = np.asarray(z_values, dtype=np.float64)
+    n = len(z_values)
+    grid = _grid(_to_images(images, image_shape), n)
+    figure, axes = plt.subplots(figsize=(7, 7))
+    axes.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    height, width = image_shape[1], image_shape[2]
+    ticks = np.arange(n)
+    axes.set_xticks(ticks * (width + 1) + width / 2 - 0.5, [f"{value:.1f}" for value in z_values], fontsize=7)
+    axes.set_yticks(ticks * (height + 1) + height / 2 - 0.5, [f"{value:.1f}" for value in z_values[::-1]], fontsize=7)
+    axes.set(xlabel="z[0]", ylabel="z[1]", title="Pixel means of p(x | z) on a grid of prior quantiles")
     return _save(figure, path)

@@ -6,6 +6,8 @@ A run folder holds::
     checkpoint.pt      weights, optimizer state, RNG states, history (loaded with weights_only=True)
     metrics.json       test ELBO and log p(x) with standard errors, nats per example; the history
     elbo.png  reconstructions.png  samples.png  latent.png
+    report.json  report.md  posterior.nc  khat.png  kl_per_dim.png  gap_histogram.png  [manifold.png]
+                       written by ``evaluate_run(..., report=ReportConfig())`` (see ppl_vae.report)
 
 Example::
 
@@ -34,6 +36,7 @@ from ppl_vae.config import EvalConfig, ModelConfig, RunConfig
 from ppl_vae.data import Dataset, load_dataset
 from ppl_vae.errors import InputError
 from ppl_vae.evaluate import elbo, iwae_log_likelihood, observed_test_set
+from ppl_vae.report import ReportConfig, write_report
 from ppl_vae.train import fit, seed_everything
 from ppl_vae.vae import VAE
 
@@ -126,17 +129,29 @@ def evaluate_vae(vae: VAE, data: Dataset, evaluation: EvalConfig) -> dict:
     }
 
 
-def evaluate_run(run_dir: str | Path, evaluation: EvalConfig, device: str = "cpu") -> dict:
-    """Reload a run, evaluate it with ``evaluation`` and update its ``metrics.json``; returns the metrics."""
+def evaluate_run(
+    run_dir: str | Path, evaluation: EvalConfig, device: str = "cpu", report: ReportConfig | None = None
+) -> dict:
+    """Reload a run, evaluate it with ``evaluation`` and update its ``metrics.json``; returns the metrics.
+
+    With ``report`` (a :class:`~ppl_vae.report.ReportConfig`) also write the diagnostics report (``report.json``,
+    ``report.md``, ``posterior.nc``, figures; see :mod:`ppl_vae.report`) with ``evaluation.k`` importance samples per
+    example; the returned dict then holds the contents of ``report.json`` under ``"report"``.
+    """
     run_dir = read_run_folder(run_dir)
     config = load_config(run_dir)
     vae = load(run_dir, device=device)
+    data = load_data(config)
+    if report is not None:
+        report.check(evaluation.k, data.x_test.shape[0])
     seed_everything(config.train.seed)
     metrics_path = run_dir / METRICS_FILE
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    metrics.update(evaluate_vae(vae, load_data(config), evaluation))
+    metrics.update(evaluate_vae(vae, data, evaluation))
     save_json(metrics_path, metrics)
-    return metrics
+    if report is None:
+        return metrics
+    return {**metrics, "report": write_report(vae, data, run_dir, evaluation.k, report)}
 
 
 def draw_figures(vae: VAE, data: Dataset, history: list[dict], run_dir: Path, num_images: int = 32) -> list[Path]:

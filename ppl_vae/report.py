@@ -1,0 +1,185 @@
+"""The evaluation report of a run folder: ``report.json``, ``report.md``, ``posterior.nc`` and the diagnostic figures.
+
+``ppl-vae evaluate RUN_DIR`` writes, beside ``metrics.json``::
+
+    report.json          the numbers (keys below), nats per example
+    report.md            the same as a readable page, with the warnings and the figures
+    posterior.nc         ArviZ InferenceData of guide draws (see ppl_vae.arviz_export), netCDF via h5netcdf
+    khat.png             Pareto k-hat per test example (az.plot_khat)
+    kl_per_dim.png       KL(q(z_j | x) || p(z_j)) and the activity of every latent dimension
+    gap_histogram.png    log p(x) - ELBO per test example
+    manifold.png         the decoded latent grid (z_dim = 2 only)
+
+``report.json`` keys: ``log_likelihood``, ``log_likelihood_se``, ``elbo``, ``elbo_se``, ``gap``, ``gap_se``, ``k``,
+``khat`` (per example; ``null`` where the weights are constant), ``khat_share_above_0_7``, ``khat_share_above_0_5``,
+``ess_mean``, ``kl_per_dim``, ``activity``, ``active_units``, ``collapsed``, ``warnings``, ``test_examples``,
+``draws``; with the inference gap also ``amortization_gap``, ``approximation_gap`` and their ``_se``, ``gap_examples``,
+``gap_steps`` and the subset's bounds (``gap_log_likelihood``, ``gap_elbo_amortized``, ``gap_elbo_local``).
+
+Example::
+
+    report = write_report(vae, data, "runs/digits", k=5000, options=ReportConfig(gap_examples=20))
+    print(format_table(report))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ppl_vae.checkpoint import atomic_write, save_json
+from ppl_vae.data import Dataset
+from ppl_vae.diagnostics import ACTIVE_UNIT_THRESHOLD, MIN_KHAT_SAMPLES, check_samples, diagnose
+from ppl_vae.errors import InputError
+from ppl_vae.evaluate import observed_test_set
+
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+POSTERIOR_NC = "posterior.nc"
+MANIFOLD_SIDE = 15
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """What the report computes besides the importance-sampling diagnostics.
+
+    Attributes:
+        gap_examples: test examples for the inference gap (0: skip it); each costs one local SVI fit.
+        gap_steps: SVI steps of that fit.
+        draws: guide draws per test example in ``posterior.nc`` (at least 100, for the k-hat).
+    """
+
+    gap_examples: int = 20
+    gap_steps: int = 300
+    draws: int = 200
+
+    def check(self, k: int, test_examples: int) -> None:
+        """Refuse options that the data or ``k`` cannot serve, before any work is done."""
+        if self.gap_examples > test_examples:
+            raise InputError(f"--gap-examples {self.gap_examples} exceeds the {test_examples} test examples")
+        check_samples(k)
+
+    def __post_init__(self):
+        for name, value, least in (("--gap-examples", self.gap_examples, 0), ("--gap-steps", self.gap_steps, 1)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise InputError(f"{name} must be an integer >= {least}, got {value!r}")
+        if not isinstance(self.draws, int) or isinstance(self.draws, bool) or self.draws < MIN_KHAT_SAMPLES:
+            raise InputError(f"--draws must be an integer >= {MIN_KHAT_SAMPLES} (for the k-hat), got {self.draws!r}")
+
+
+def write_report(vae, data: Dataset, run_dir: str | Path, k: int, options: ReportConfig | None = None) -> dict:
+    """Diagnose ``vae`` on ``data``'s test set with ``k`` importance samples per example and write the report files
+    into ``run_dir`` (``options``: :class:`ReportConfig`, its defaults when ``None``); returns the contents of
+    ``report.json``."""
+    from ppl_vae import plots
+    from ppl_vae.arviz_export import to_inference_data
+    from ppl_vae.inference_gap import inference_gap
+
+    options = options or ReportConfig()
+    run_dir = Path(run_dir)
+    device = next(vae.parameters()).device
+    x_test = observed_test_set(data.x_test, vae.likelihood.binary).to(device)
+    options.check(k, x_test.shape[0])
+    diagnostics = diagnose(vae.model, vae.guide, x_test, k=k)
+    report = diagnostics.to_json()
+    report.update(test_examples=x_test.shape[0], draws=options.draws)
+    if options.gap_examples:
+        gap = inference_gap(vae.model, vae.guide, x_test[: options.gap_examples], steps=options.gap_steps, k=k)
+        report.update(gap.to_json())
+    report["warnings"] = diagnostics.warnings
+
+    to_inference_data(vae, x_test, options.draws).to_netcdf(str(run_dir / POSTERIOR_NC))
+    figures = [
+        plots.plot_khat(diagnostics.khat, run_dir / "khat.png", k=k),
+        plots.plot_kl_per_dim(diagnostics.kl_per_dim, diagnostics.activity, run_dir / "kl_per_dim.png"),
+        plots.plot_gap_histogram(diagnostics.gap.per_example, run_dir / "gap_histogram.png", k=k),
+    ]
+    if vae.config.z_dim == 2:
+        z_values = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, MANIFOLD_SIDE))
+        rows, columns = torch.meshgrid(z_values.flip(0), z_values, indexing="ij")
+        z = torch.stack([columns, rows], dim=-1).reshape(-1, 2).to(device)
+        with torch.no_grad():
+            images = vae.decode(z).mean
+        figures.append(plots.plot_manifold(images, data.image_shape, z_values, run_dir / "manifold.png"))
+    save_json(run_dir / REPORT_JSON, report)
+    atomic_write(run_dir / REPORT_MD, lambda file: file.write(format_markdown(report, figures, data.name)), mode="w")
+    return report
+
+
+def _rows(report: dict) -> list[tuple[str, float, float]]:
+    """``(name, value, standard error)`` in nats per example, in the order of the tables."""
+    rows = [
+        (f"log p(x) (IWAE, k={report['k']})", report["log_likelihood"], report["log_likelihood_se"]),
+        ("ELBO (same draws)", report["elbo"], report["elbo_se"]),
+        ("gap log p(x) - ELBO", report["gap"], report["gap_se"]),
+    ]
+    if "amortization_gap" in report:
+        subset = f"{report['gap_examples']} examples"
+        rows += [
+            (f"amortization gap ({subset})", report["amortization_gap"], report["amortization_gap_se"]),
+            (f"approximation gap ({subset})", report["approximation_gap"], report["approximation_gap_se"]),
+        ]
+    return rows
+
+
+def _summary_lines(report: dict) -> list[str]:
+    dims = len(report["kl_per_dim"])
+    return [
+        f"Pareto k-hat > 0.7: {report['khat_share_above_0_7']:.1%} of examples, > 0.5: "
+        f"{report['khat_share_above_0_5']:.1%}; mean ESS {report['ess_mean']:.0f} of k = {report['k']}",
+        f"active units: {report['active_units']} of {dims} (Var_x E_q[z_j] > {ACTIVE_UNIT_THRESHOLD}); total KL "
+        f"{sum(report['kl_per_dim']):.3f} nats per example; collapsed: {'yes' if report['collapsed'] else 'no'}",
+    ]
+
+
+def format_table(report: dict) -> str:
+    """The compact terminal table, then the k-hat and latent-code lines and the warnings."""
+    lines = [f"{'quantity':<36} {'nats per example':>17} {'std. error':>10}"]
+    lines += [f"{name:<36} {value:>17.3f} {se:>10.3f}" for name, value, se in _rows(report)]
+    lines += _summary_lines(report)
+    lines += [f"WARNING: {warning}" for warning in report["warnings"]]
+    return "\n".join(lines)
+
+
+def format_markdown(report: dict, figures: list[Path], data_name: str) -> str:
+    """``report.md``: the tables, the warnings, the KL per dimension and the figures."""
+    lines = [
+        "# Evaluation report",
+        "",
+        f"Test set of `{data_name}`: {report['test_examples']} examples, k = {report['k']} importance samples per "
+        "example from the guide q(z | x). log p(x) and the ELBO come from the same draws.",
+        "",
+    ]
+    lines += [f"> **Warning:** {warning}" for warning in report["warnings"]]
+    if report["warnings"]:
+        lines.append("")
+    lines += ["| quantity | nats per example | std. error |", "|---|---:|---:|"]
+    lines += [f"| {name} | {value:.3f} | {se:.3f} |" for name, value, se in _rows(report)]
+    lines += [""] + [f"- {line}" for line in _summary_lines(report)]
+    if "amortization_gap" in report:
+        lines.append(
+            f"- inference gap on the first {report['gap_examples']} test examples (Cremer et al. 2018): a Normal guide "
+            f"per example fitted by SVI ({report['gap_steps']} steps); log p(x) there from k draws of the even "
+            "mixture of both guides"
+        )
+    lines += [
+        "",
+        "## Latent dimensions",
+        "",
+        "| dimension | KL(q(z_j given x) vs p(z_j)), nats per example | Var_x E_q[z_j] | active |",
+        "|---:|---:|---:|:---:|",
+    ]
+    lines += [
+        f"| {index} | {kl:.4f} | {activity:.4f} | {'yes' if activity > ACTIVE_UNIT_THRESHOLD else 'no'} |"
+        for index, (kl, activity) in enumerate(zip(report["kl_per_dim"], report["activity"], strict=True))
+    ]
+    lines += ["", "## Figures", ""] + [f"![{figure.stem}]({figure.name})" for figure in figures]
+    lines += [
+        "",
+        f"ArviZ: `{POSTERIOR_NC}` holds {report['draws']} guide draws per test example (groups posterior, "
+        "log_likelihood, importance_weights, observed_data); open it with `arviz.from_netcdf`.",
+        "",
+    ]
+    return "\n".join(lines)
