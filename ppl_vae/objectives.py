@@ -95,7 +95,7 @@ def require_closed_form_kl(vae: VAE) -> None:
     ``TraceMeanField_ELBO`` silently falls back to the Monte Carlo KL for a pair without one (flows, mixtures), which
     would make ``meanfield`` another name for ``trace``. The pair is probed once, on one all-zero image.
     """
-    probe = torch.zeros(1, vae.config.x_dim, device=next(vae.parameters()).device)
+    probe = next(vae.parameters()).new_zeros(1, vae.config.x_dim)  # the VAE's device and dtype
     try:
         with torch.no_grad():
             kl_divergence(vae.encoder.dist(probe), vae.prior.dist())

@@ -98,5 +98,5 @@ class VampPrior(nn.Module):
     def dist(self) -> dist.TorchDistribution:
         """``MixtureSameFamily`` of ``q(z | u_k)`` with equal weights: batch shape ``()``, event shape ``(z_dim,)``."""
         components = self.guide_dist(self.pseudo_inputs())  # batch (K,), event (z_dim,)
-        uniform = torch.zeros(self.pseudo_logits.shape[0], device=self.pseudo_logits.device)
+        uniform = torch.zeros_like(self.pseudo_logits[:, 0])  # (K,) equal logits, the parameters' device and dtype
         return dist.MixtureSameFamily(dist.Categorical(logits=uniform), components)
