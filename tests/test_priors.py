@@ -1,4 +1,4 @@
-"""Tests for ppl_vae.priors: N(0, I), the mixture of Gaussians and the VampPrior (densities, normalisation, gradients)."""
+"""Tests for ppl_vae.priors: N(0, I), the mixture of Gaussians, the VampPrior (densities, normalisation, gradients)."""
 
 import math
 
