@@ -10,7 +10,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from ppl_vae.config import DataConfig, EvalConfig, RunConfig, TrainConfig
+from ppl_vae.config import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
 from ppl_vae.errors import InputError
 from ppl_vae.report import ReportConfig
 
@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-particles", type=int, default=DEFAULTS_TRAIN.num_particles, help="samples of z per example in training"
     )
     train.add_argument("--scale-param", default="log_scale", help="guide scale head: log_scale | log_var | softplus")
+    _add_part_flags(train)
     train.add_argument("--seed", type=int, default=DEFAULTS_TRAIN.seed)
     train.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda [cpu]")
     train.add_argument("--eval-every", type=int, default=DEFAULTS_TRAIN.eval_every, help="test ELBO every N epochs")
@@ -103,6 +104,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PART_FIELDS = ("likelihood", "prior", "guide", "net", "pixel_scale", "prior_components", "rank", "flow_layers")
+"""The ModelConfig fields set by the part flags (``--likelihood`` ... ``--flow-layers``)."""
+
+
+def _add_part_flags(parser: argparse.ArgumentParser) -> None:
+    """``--likelihood --prior --guide --net`` (their names listed from the registries) and the parts' options."""
+    from ppl_vae.guides import GUIDES
+    from ppl_vae.likelihoods import LIKELIHOODS
+    from ppl_vae.nets import NETS
+    from ppl_vae.priors import PRIORS
+
+    default = {field.name: field.default for field in dataclasses.fields(ModelConfig)}
+    for name, registry in (("likelihood", LIKELIHOODS), ("prior", PRIORS), ("guide", GUIDES), ("net", NETS)):
+        parser.add_argument(f"--{name}", default=default[name], help=" | ".join(sorted(registry)))
+    parser.add_argument(
+        "--pixel-scale", type=float, default=default["pixel_scale"], help="scale of --likelihood gaussian, laplace"
+    )
+    parser.add_argument(
+        "--prior-components", type=int, default=default["prior_components"], help="K of --prior mog, vamp"
+    )
+    parser.add_argument("--rank", type=int, default=default["rank"], help="covariance rank of --guide lowrank")
+    parser.add_argument("--flow-layers", type=int, default=default["flow_layers"], help="flows of --guide iaf")
+
+
 def _config_from_args(args) -> RunConfig:
     from ppl_vae.data import load_dataset
     from ppl_vae.run import model_config_for
@@ -121,7 +146,8 @@ def _config_from_args(args) -> RunConfig:
     hidden = parse_hidden(args.hidden)
     data_config = DataConfig(name=args.data, root=args.data_root, download=args.download)
     data = load_dataset(data_config.name, root=data_config.root, download=data_config.download)
-    model = model_config_for(data, z_dim=args.z_dim, hidden=hidden, scale_param=args.scale_param)
+    parts = {name: getattr(args, name) for name in PART_FIELDS}
+    model = model_config_for(data, z_dim=args.z_dim, hidden=hidden, scale_param=args.scale_param, **parts)
     return RunConfig(model=model, data=data_config, train=train, evaluation=evaluation)
 
 

@@ -61,6 +61,11 @@ class ModelConfig:
         z_dim: latent dimensions.
         hidden: hidden-layer widths from the data side inwards (the decoder uses them reversed).
         likelihood, prior, guide, scale_param, net: registry names (see ``ppl_vae.likelihoods`` and friends).
+        pixel_scale: the fixed per-pixel scale of the ``gaussian`` and ``laplace`` likelihoods (grey levels), and the
+            starting scale of ``gaussian-learned``.
+        prior_components: ``K``, the mixture components of the ``mog`` prior and the pseudo-inputs of ``vamp``.
+        rank: columns of the ``lowrank`` guide's covariance factor.
+        flow_layers: inverse autoregressive flows of the ``iaf`` guide.
     """
 
     x_dim: int
@@ -72,11 +77,15 @@ class ModelConfig:
     guide: str = "diagonal"
     scale_param: str = "log_scale"
     net: str = "mlp"
+    pixel_scale: float = 0.1
+    prior_components: int = 10
+    rank: int = 2
+    flow_layers: int = 2
 
     def __post_init__(self):
         from ppl_vae.guides import GUIDES
         from ppl_vae.heads import HEADS
-        from ppl_vae.likelihoods import LIKELIHOODS
+        from ppl_vae.likelihoods import LIKELIHOODS, MIN_PIXEL_SCALE
         from ppl_vae.nets import NETS
         from ppl_vae.priors import PRIORS
 
@@ -96,6 +105,17 @@ class ModelConfig:
         _registered(GUIDES, self.guide, "--guide")
         _registered(HEADS, self.scale_param, "--scale-param")
         _registered(NETS, self.net, "--net")
+        _require(
+            isinstance(self.pixel_scale, (int, float)) and MIN_PIXEL_SCALE < self.pixel_scale < float("inf"),
+            f"--pixel-scale must be a number > {MIN_PIXEL_SCALE}, got {self.pixel_scale!r}",
+        )
+        _positive_int(self.prior_components, "--prior-components")
+        _positive_int(self.rank, "--rank")
+        _positive_int(self.flow_layers, "--flow-layers")
+        _require(
+            self.guide != "iaf" or self.z_dim >= 2,
+            f"--guide iaf needs --z-dim >= 2 (an autoregressive flow over one dimension is affine), got {self.z_dim}",
+        )
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ so a faster or a hand-written path is benchmarked against the plain one by chang
 name                     step
 =======================  =====================================================================================
 ``trace``                ``SVI`` + ``Trace_ELBO``: reparameterized z, KL by Monte Carlo (the default)
-``meanfield``            ``SVI`` + ``TraceMeanField_ELBO``: the closed-form KL where Pyro has one
+``meanfield``            ``SVI`` + ``TraceMeanField_ELBO``: the closed-form KL (refused where Pyro has none)
 ``jit``                  ``SVI`` + ``JitTrace_ELBO``: ``trace`` compiled with the torch JIT (fixed batch shape)
 ``reference-mc``         hand-written torch loss, Monte Carlo KL (:func:`ppl_vae.reference.elbo_monte_carlo_kl`)
 ``reference-analytic``   hand-written torch loss, closed-form KL (:func:`ppl_vae.reference.elbo_analytic_kl`)
@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Protocol
 import pyro
 import pyro.optim
 import torch
+from pyro.distributions.kl import kl_divergence
 from pyro.infer import SVI, JitTrace_ELBO, Trace_ELBO, TraceMeanField_ELBO
 from pyro.params import param_with_module_name, user_param_name
 
@@ -93,8 +94,27 @@ def trace_step(vae: VAE, config: TrainConfig) -> TrainingStep:
     return SVIStep(vae, Trace_ELBO(**_elbo_options(config)), config.lr)
 
 
+def require_closed_form_kl(vae: VAE) -> None:
+    """An :class:`InputError` unless Pyro has a closed-form ``KL(q(z | x) || p(z))`` for the VAE's guide and prior.
+
+    ``TraceMeanField_ELBO`` silently falls back to the Monte Carlo KL for a pair without one (flows, mixtures), which
+    would make ``meanfield`` another name for ``trace``. The pair is probed once, on one all-zero image.
+    """
+    probe = next(vae.parameters()).new_zeros(1, vae.config.x_dim)  # the VAE's device and dtype
+    try:
+        with torch.no_grad():
+            kl_divergence(vae.encoder.dist(probe), vae.prior.dist())
+    except NotImplementedError:
+        model = vae.config
+        raise InputError(
+            f"--elbo meanfield needs a closed-form KL(q || p), which Pyro lacks for --guide {model.guide} with "
+            f"--prior {model.prior}: use --elbo trace (Monte Carlo KL), or --guide diagonal --prior normal"
+        ) from None
+
+
 @OBJECTIVES.register("meanfield")
 def meanfield_step(vae: VAE, config: TrainConfig) -> TrainingStep:
+    require_closed_form_kl(vae)
     return SVIStep(vae, TraceMeanField_ELBO(**_elbo_options(config)), config.lr)
 
 

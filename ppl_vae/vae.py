@@ -55,9 +55,9 @@ class VAE(nn.Module):
         super().__init__()
         self.config = config
         self.pyro_name = f"vae{next(_instance_ids)}"
-        self.likelihood = LIKELIHOODS.get(config.likelihood)(config.x_dim)
-        self.prior = PRIORS.get(config.prior)(config.z_dim)
+        self.likelihood = LIKELIHOODS.get(config.likelihood)(config)
         self.encoder = GUIDES.get(config.guide)(config)
+        self.prior = PRIORS.get(config.prior)(config, self.encoder)  # the VampPrior evaluates the guide
         self.decoder = NETS.get(config.net).decoder(
             config.z_dim, config.hidden, self.likelihood.outputs_per_pixel * config.x_dim, config.image_shape
         )
