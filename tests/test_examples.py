@@ -50,3 +50,8 @@ def test_step_speed_benchmark_runs():
         ["--rounds", "1", "--steps", "1", "--objectives", "trace,reference-mc"]
     )
     assert set(times) == {"trace", "reference-mc"} and all(value[0] > 0 for value in times.values())
+
+
+def test_flow_guide(tmp_path):
+    load_example("flow_guide").main(["--epochs", "1", "--k", "10", "--out", str(tmp_path)])
+    assert (tmp_path / "iaf" / "metrics.json").exists() and (tmp_path / "diagonal" / "metrics.json").exists()
