@@ -119,3 +119,50 @@ def plot_latent_scatter(z_loc, labels, path: str | Path) -> Path:
     projection = "" if z.shape[1] <= 2 else f", PCA of {z.shape[1]} dimensions"
     axes.set(xlabel=axis_names[0], ylabel=axis_names[1], title=f"Latent means E_q[z | x] of test images{projection}")
     return _save(figure, path)
+
+
+# --- KL lab (ppl_vae.lab): estimators and scale heads ------------------------------------------------------------
+def plot_compare_kl(estimators: list[dict], path: str | Path, title: str = "Monte Carlo vs analytic KL") -> Path:
+    """Left: test ELBO per epoch for each estimator (nats per example). Right: gradient variance at fixed parameters,
+    encoder and decoder bars per estimator, on a log scale."""
+    figure, (curves, bars) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for row in estimators:
+        curve = row["test_elbo_curve"]
+        curves.plot(range(1, len(curve) + 1), curve, marker="o", markersize=2, label=row["name"])
+    curves.set(
+        xlabel="epoch", ylabel="test ELBO (nats per example, higher is better)", title="Training from the same start"
+    )
+    curves.grid(alpha=0.3)
+    curves.legend()
+    names = [row["name"] for row in estimators]
+    positions = np.arange(len(names))
+    for offset, part in ((-0.2, "encoder"), (0.2, "decoder")):
+        bars.bar(positions + offset, [row[f"grad_var_{part}"] for row in estimators], width=0.4, label=part)
+    bars.set_xticks(positions, names, rotation=20)
+    bars.set_yscale("log")
+    bars.set(ylabel="sum of per-coordinate gradient variances", title="Gradient variance at fixed parameters")
+    bars.grid(alpha=0.3, axis="y")
+    bars.legend()
+    figure.suptitle(title)
+    return _save(figure, path)
+
+
+def plot_heads(heads: list[dict], path: str | Path, title: str = "Scale heads") -> Path:
+    """Test ELBO per epoch (nats per example) for each scale head (colour) under each estimator (line style)."""
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    colours = {head: f"C{index}" for index, head in enumerate(dict.fromkeys(row["head"] for row in heads))}
+    estimators = list(dict.fromkeys(row["estimator"] for row in heads))
+    styles = {name: ("-", "--", ":", "-.")[index % 4] for index, name in enumerate(estimators)}
+    for row in heads:
+        curve = row["test_elbo_curve"]
+        axes.plot(
+            range(1, len(curve) + 1),
+            curve,
+            color=colours[row["head"]],
+            linestyle=styles[row["estimator"]],
+            label=f"{row['head']}, {row['estimator']}",
+        )
+    axes.set(xlabel="epoch", ylabel="test ELBO (nats per example, higher is better)", title=title)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    return _save(figure, path)
