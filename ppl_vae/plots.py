@@ -140,6 +140,8 @@ def plot_compare_kl(estimators: list[dict], path: str | Path, title: str = "Mont
         bars.bar(positions + offset, [row[f"grad_var_{part}"] for row in estimators], width=0.4, label=part)
     bars.set_xticks(positions, names, rotation=20)
     bars.set_yscale("log")
+    smallest = min(min(row["grad_var_encoder"], row["grad_var_decoder"]) for row in estimators)
+    bars.set_ylim(bottom=smallest / 3 if smallest > 0 else None)
     bars.set(ylabel="sum of per-coordinate gradient variances", title="Gradient variance at fixed parameters")
     bars.grid(alpha=0.3, axis="y")
     bars.legend()

@@ -70,6 +70,20 @@ def test_closed_form_kls_match_torch():
     torch.testing.assert_close(reference.kl_from_log_var(loc, 2 * log_scale), expected, rtol=1e-12, atol=0.0)
 
 
+def test_log_densities_match_torch():
+    generator = torch.Generator().manual_seed(2)
+    z, loc = torch.randn(2, 7, 4, dtype=torch.float64, generator=generator)
+    scale = torch.rand(7, 4, dtype=torch.float64, generator=generator) + 0.1
+    expected = td.Normal(loc, scale).log_prob(z).sum(-1)
+    torch.testing.assert_close(reference.normal_log_density(z, loc, scale), expected, rtol=1e-12, atol=0.0)
+    logits, x = (
+        torch.randn(7, 9, dtype=torch.float64, generator=generator),
+        (torch.rand(7, 9, generator=generator) > 0.5),
+    )
+    expected = td.Bernoulli(logits=logits).log_prob(x.double()).sum(-1)
+    torch.testing.assert_close(reference.bernoulli_log_likelihood(logits, x.double()), expected, rtol=1e-12, atol=0.0)
+
+
 def test_kl_is_zero_only_at_the_prior():
     zeros = torch.zeros(2, 3, dtype=torch.float64)
     for kl in (reference.kl_from_log_scale(zeros, zeros), reference.kl_from_log_var(zeros, zeros)):
