@@ -126,9 +126,10 @@ def plot_compare_kl(estimators: list[dict], path: str | Path, title: str = "Mont
     """Left: test ELBO per epoch for each estimator (nats per example). Right: gradient variance at fixed parameters,
     encoder and decoder bars per estimator, on a log scale."""
     figure, (curves, bars) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for row in estimators:
+    for index, row in enumerate(estimators):  # alternate line styles: estimators with equal curves stay visible
         curve = row["test_elbo_curve"]
-        curves.plot(range(1, len(curve) + 1), curve, marker="o", markersize=2, label=row["name"])
+        style = ("-", "--")[index % 2]
+        curves.plot(range(1, len(curve) + 1), curve, style, marker="o", markersize=2, label=row["name"])
     curves.set(
         xlabel="epoch", ylabel="test ELBO (nats per example, higher is better)", title="Training from the same start"
     )
