@@ -155,6 +155,7 @@ def _add_compare_kl(commands) -> None:
     kl.add_argument("--z-dim", type=int, default=None, help="latent dimensions of a fresh VAE [8]")
     kl.add_argument("--hidden", default=None, help="hidden-layer widths of a fresh VAE, comma-separated [128]")
     kl.add_argument("--scale-param", default=None, help="head of a fresh VAE: log_scale | log_var | softplus")
+    kl.add_argument("--net", default=None, help="network of a fresh VAE [mlp]")
     kl.add_argument("--estimators", default=",".join(ESTIMATORS), help="objectives to compare, comma-separated")
     kl.add_argument("--repetitions", type=int, default=lab.repetitions, help="R: evaluations at fixed parameters")
     kl.add_argument("--epochs", type=int, default=lab.epochs, help="E: training epochs per estimator (0: none)")
@@ -183,7 +184,7 @@ def command_compare_kl(args) -> None:
         seed=args.seed,
         device=args.device,
     )
-    options = {"z_dim": args.z_dim, "scale_param": args.scale_param}
+    options = {"z_dim": args.z_dim, "scale_param": args.scale_param, "net": args.net}
     options["hidden"] = parse_hidden(args.hidden) if args.hidden is not None else None
     vae, data = lab.prepare(
         run_dir=args.run,

@@ -83,7 +83,7 @@ class LabConfig:
 
     estimators: tuple[str, ...] = ESTIMATORS
     repetitions: int = 200
-    epochs: int = 10
+    epochs: int = 8
     batch_size: int = 64
     lr: float = 1e-3
     num_particles: int = 1
