@@ -76,7 +76,8 @@ class LabConfig:
     Attributes:
         estimators: objective names (``ppl_vae.objectives.OBJECTIVES``) to compare.
         repetitions: ``R``, evaluations of each estimator at fixed parameters (at least 2, for a variance).
-        epochs: ``E``, training epochs per estimator (0: measure at fixed parameters only).
+        epochs: ``E``, training epochs per estimator (0: measure at fixed parameters only; the heads study then
+            trains 1).
         batch_size: ``B``, the fixed minibatch (the first ``B`` test images) and the training minibatch size.
         lr, num_particles, seed, device, eval_particles: as in :class:`~ppl_vae.config.TrainConfig`.
     """
@@ -108,10 +109,10 @@ class LabConfig:
         _positive_int(self.eval_particles, "--eval-particles")
         self.train_config("trace")  # checks batch size, lr, particles, seed and device the way fit() will
 
-    def train_config(self, estimator: str, epochs: int | None = None) -> TrainConfig:
-        """The :class:`TrainConfig` that trains (or builds the step of) ``estimator`` with these settings."""
+    def train_config(self, estimator: str) -> TrainConfig:
+        """The :class:`TrainConfig` that trains (or builds the step of) ``estimator``; at least one epoch."""
         return TrainConfig(
-            epochs=max(1, self.epochs if epochs is None else epochs),
+            epochs=max(1, self.epochs),
             batch_size=self.batch_size,
             lr=self.lr,
             elbo=estimator,
@@ -410,7 +411,8 @@ def format_report(result: dict) -> str:
             f"| {row['name']} | {row['elbo_mean']:.3f} | {row['elbo_se']:.3f} | {row['grad_var_encoder']:.4g} "
             f"| {row['grad_var_decoder']:.4g} | {row['ms_per_step']:.2f} | {train_ms} | {final} |"
         )
-    lines += ["", "ELBO agreement at fixed parameters (difference in standard errors; |z| < 3 agrees):", ""]
+    if result["agreement"]:
+        lines += ["", "ELBO agreement at fixed parameters (difference in standard errors; |z| < 3 agrees):", ""]
     for check in result["agreement"]:
         verdict = "agrees" if abs(check["z"]) < 3 else "DISAGREES"
         lines.append(
