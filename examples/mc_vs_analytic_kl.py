@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="digits", help="data set name or .npz path")
     parser.add_argument("--epochs", type=int, default=5, help="training epochs per estimator")
-    parser.add_argument("--repetitions", type=int, default=100, help="evaluations at fixed parameters")
+    parser.add_argument("--repetitions", type=int, default=50, help="evaluations at fixed parameters")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/mc-vs-analytic-kl"), help="output folder")
     args = parser.parse_args(argv)
