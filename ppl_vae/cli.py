@@ -1,4 +1,4 @@
-"""Command line: ``ppl-vae train``, ``ppl-vae evaluate`` (also ``python -m ppl_vae``).
+"""Command line: ``ppl-vae train``, ``ppl-vae evaluate``, ``ppl-vae compare-kl`` (also ``python -m ppl_vae``).
 
 Bad input ends with one line ``ppl-vae: error: ...`` naming the value and what was expected, and exit status 2.
 """
@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="guide draws per test example saved for ArviZ in posterior.nc",
     )
     evaluate.set_defaults(handler=command_evaluate)
+    _add_compare_kl(commands)
     return parser
 
 
@@ -185,6 +186,66 @@ def command_evaluate(args) -> None:
     print()
     print(format_table(metrics["report"]))
     print(f"report: {args.run_dir / 'report.md'}")
+
+
+def _add_compare_kl(commands) -> None:
+    from ppl_vae.lab import ESTIMATORS, LabConfig
+
+    lab = LabConfig()
+    kl = commands.add_parser(
+        "compare-kl",
+        help="Monte Carlo vs analytic KL: ELBO, gradient variance, time, training curves (and scale heads)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    kl.add_argument("--data", default="digits", help="digits | mnist | fashion-mnist | kmnist | path/to/file.npz")
+    kl.add_argument("--data-root", default=None, help="folder of torchvision data sets")
+    kl.add_argument("--download", action="store_true", help="let torchvision download the data set")
+    kl.add_argument("--run", type=Path, default=None, help="study the trained VAE of this run folder (and its data)")
+    kl.add_argument("--z-dim", type=int, default=None, help="latent dimensions of a fresh VAE [8]")
+    kl.add_argument("--hidden", default=None, help="hidden-layer widths of a fresh VAE, comma-separated [128]")
+    kl.add_argument("--scale-param", default=None, help="head of a fresh VAE: log_scale | log_var | softplus")
+    kl.add_argument("--net", default=None, help="network of a fresh VAE [mlp]")
+    kl.add_argument("--estimators", default=",".join(ESTIMATORS), help="objectives to compare, comma-separated")
+    kl.add_argument("--repetitions", type=int, default=lab.repetitions, help="R: evaluations at fixed parameters")
+    kl.add_argument("--epochs", type=int, default=lab.epochs, help="E: training epochs per estimator (0: none)")
+    kl.add_argument("--batch-size", type=int, default=lab.batch_size, help="fixed minibatch and training batch")
+    kl.add_argument("--lr", type=float, default=lab.lr, help="Adam learning rate")
+    kl.add_argument("--num-particles", type=int, default=lab.num_particles, help="samples of z per example")
+    kl.add_argument("--seed", type=int, default=lab.seed)
+    kl.add_argument("--device", default=lab.device)
+    kl.add_argument("--heads", action="store_true", help="also train each scale head under MC and analytic KL")
+    kl.add_argument("--out", type=Path, default=None, help="output folder [runs/compare-kl-<data>-<time>]")
+    kl.set_defaults(handler=command_compare_kl)
+
+
+def command_compare_kl(args) -> None:
+    import time
+
+    from ppl_vae import lab
+
+    settings = lab.LabConfig(
+        estimators=tuple(name.strip() for name in args.estimators.split(",") if name.strip()),
+        repetitions=args.repetitions,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        num_particles=args.num_particles,
+        seed=args.seed,
+        device=args.device,
+    )
+    options = {"z_dim": args.z_dim, "scale_param": args.scale_param, "net": args.net}
+    options["hidden"] = parse_hidden(args.hidden) if args.hidden is not None else None
+    vae, data = lab.prepare(
+        run_dir=args.run,
+        data_name=args.data,
+        data_root=args.data_root,
+        download=args.download,
+        seed=args.seed,
+        **{key: value for key, value in options.items() if value is not None},
+    )
+    out = args.out or Path("runs") / f"compare-kl-{Path(data.name).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    print(lab.write_report(lab.compare_kl(vae, data, settings, heads=args.heads), out))
+    print(f"written: {out}/compare_kl.json, compare_kl.md, compare_kl.png")
 
 
 def print_metrics(metrics: dict) -> None:

@@ -11,11 +11,17 @@ head           scale                   h from a scale        d scale / d h
 ``softplus``   ``softplus(h) + floor`` ``log(expm1(s - f))`` ``sigmoid(h)`` (flat for very negative h)
 =============  ======================  ====================  =====================================
 
-``log_scale`` and ``log_var`` are the same family of distributions: ``h_log_var = 2 * h_log_scale`` gives the same
-Normal, the same samples for the same noise and the same gradients for every weight below the head. Only the gradient
-at the head's output differs, by a factor of 2, and an optimizer such as Adam, whose step size does not scale with the
-gradient, therefore moves log-sigma half as far per step under ``log_var``. ``softplus`` reaches the same scales
-(above ``floor``) but with a different curvature: it grows linearly for large ``h`` instead of exponentially.
+``log_scale`` and ``log_var`` are the same family of distributions: ``h_log_var = 2 * h_log_scale`` (the h rows of
+the encoder's last linear layer doubled) gives the same Normal, the same samples for the same noise, the same ELBO and
+the same gradients for every weight below the head. So ``exp(log_sigma)`` *is* ``exp(0.5 * log_var)``; learning one or
+the other changes no value. Only the gradient at the head's output differs: ``dL/dh_log_var = dL/dh_log_scale / 2``
+(and so for the h rows' weights). Adam's first steps move each parameter by about ``lr`` whatever the gradient's size,
+so under ``log_var`` log-sigma moves half as far per step: ``log_var`` is ``log_scale`` with half the learning rate
+on the h rows (with plain SGD, a quarter). ``softplus`` reaches the same scales (above ``floor``) with a different
+curvature: ``d scale / d h = sigmoid(h) = 1 - exp(-(scale - floor))``, about ``scale`` for small scales (like
+``log_scale``) but at most 1 for large ones, so it grows linearly in ``h`` where the others grow exponentially, and a
+step in ``h`` changes log-sigma by about ``1 / scale`` times as much when the scale is large. ``tests/test_heads.py``
+checks each of these statements; ``ppl-vae compare-kl --heads`` measures what they do to training.
 
 Example::
 

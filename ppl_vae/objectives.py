@@ -2,7 +2,8 @@
 
 A step takes a minibatch ``x`` of shape ``(B, D)``, makes one optimizer update and returns the loss, Pyro's
 convention: the negative ELBO summed over the minibatch, in nats. Steps are swappable (the trainer only calls them),
-so a faster or a hand-written path is benchmarked against the plain one by changing one name.
+so a faster or a hand-written path is benchmarked against the plain one by changing one name. ``step.loss(x)`` is
+the step's estimator as a differentiable scalar, without the update (the KL lab measures gradient variance with it).
 
 =======================  =====================================================================================
 name                     step
@@ -12,6 +13,8 @@ name                     step
 ``jit``                  ``SVI`` + ``JitTrace_ELBO``: ``trace`` compiled with the torch JIT (fixed batch shape)
 ``reference-mc``         hand-written torch loss, Monte Carlo KL (:func:`ppl_vae.reference.elbo_monte_carlo_kl`)
 ``reference-analytic``   hand-written torch loss, closed-form KL (:func:`ppl_vae.reference.elbo_analytic_kl`)
+``stl``                  hand-written, "sticking the landing": Monte Carlo KL, score term dropped
+                         (:func:`ppl_vae.reference.elbo_stl`; Pyro has no such ELBO)
 =======================  =====================================================================================
 
 All use Adam with the same learning rate; ``num_particles`` samples per example are drawn in one vectorized pass.
@@ -48,6 +51,10 @@ class TrainingStep(Protocol):
 
     def __call__(self, x: torch.Tensor) -> float: ...
 
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        """The step's estimate of the loss on ``x``, differentiable w.r.t. the VAE's parameters; no update."""
+        ...
+
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
@@ -68,6 +75,7 @@ class SVIStep:
     def __init__(self, vae: VAE, elbo, lr: float, fixed_batch_shape: bool = False, quiet: tuple[str, ...] = ()):
         self.pyro_name = vae.pyro_name
         self.optim = pyro.optim.Adam({"lr": lr})
+        self.elbo = elbo
         self.svi = SVI(vae.model, vae.guide, self.optim, elbo)
         self.fixed_batch_shape = fixed_batch_shape
         self.quiet = quiet  # messages of known, harmless warnings that this step silences
@@ -76,7 +84,10 @@ class SVIStep:
         with warnings.catch_warnings():
             for message in self.quiet:
                 warnings.filterwarnings("ignore", message=message)
-            return self.svi.step(x)
+            return self.svi.step(x)  # the ELBO's loss_and_grads: the same estimator as loss(x), plus the update
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        return self.elbo.differentiable_loss(self.svi.model, self.svi.guide, x)
 
     def state_dict(self) -> dict:
         return {user_param_name(name): state for name, state in self.optim.get_state().items()}
@@ -148,11 +159,14 @@ class ReferenceStep:
         self.num_particles = config.num_particles
         self.optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr)
 
-    def __call__(self, x: torch.Tensor) -> float:
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
         vae = self.vae
         eps = torch.randn((self.num_particles, x.shape[0], vae.config.z_dim), device=x.device, dtype=x.dtype)
         elbo = self.elbo_fn(vae.encoder.net, vae.decoder, x, eps, head=vae.config.scale_param)
-        loss = -elbo.mean(0).sum()
+        return -elbo.mean(0).sum()
+
+    def __call__(self, x: torch.Tensor) -> float:
+        loss = self.loss(x)
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
@@ -173,3 +187,8 @@ def reference_mc_step(vae: VAE, config: TrainConfig) -> TrainingStep:
 @OBJECTIVES.register("reference-analytic")
 def reference_analytic_step(vae: VAE, config: TrainConfig) -> TrainingStep:
     return ReferenceStep(vae, config, reference.elbo_analytic_kl)
+
+
+@OBJECTIVES.register("stl")
+def stl_step(vae: VAE, config: TrainConfig) -> TrainingStep:
+    return ReferenceStep(vae, config, reference.elbo_stl)

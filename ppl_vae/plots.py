@@ -211,3 +211,53 @@ def plot_manifold(images, image_shape: Sequence[int], z_values, path: str | Path
     axes.set_yticks(ticks * (height + 1) + height / 2 - 0.5, [f"{value:.1f}" for value in z_values[::-1]], fontsize=7)
     axes.set(xlabel="z[0]", ylabel="z[1]", title="Pixel means of p(x | z) on a grid of prior quantiles")
     return _save(figure, path)
+
+
+# --- KL lab (ppl_vae.lab): estimators and scale heads ------------------------------------------------------------
+def plot_compare_kl(estimators: list[dict], path: str | Path, title: str = "Monte Carlo vs analytic KL") -> Path:
+    """Left: test ELBO per epoch for each estimator (nats per example). Right: gradient variance at fixed parameters,
+    encoder and decoder bars per estimator, on a log scale."""
+    figure, (curves, bars) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for index, row in enumerate(estimators):  # alternate line styles: estimators with equal curves stay visible
+        curve = row["test_elbo_curve"]
+        style = ("-", "--")[index % 2]
+        curves.plot(range(1, len(curve) + 1), curve, style, marker="o", markersize=2, label=row["name"])
+    curves.set(
+        xlabel="epoch", ylabel="test ELBO (nats per example, higher is better)", title="Training from the same start"
+    )
+    curves.grid(alpha=0.3)
+    curves.legend()
+    names = [row["name"] for row in estimators]
+    positions = np.arange(len(names))
+    for offset, part in ((-0.2, "encoder"), (0.2, "decoder")):
+        bars.bar(positions + offset, [row[f"grad_var_{part}"] for row in estimators], width=0.4, label=part)
+    bars.set_xticks(positions, names, rotation=20)
+    bars.set_yscale("log")
+    smallest = min(min(row["grad_var_encoder"], row["grad_var_decoder"]) for row in estimators)
+    bars.set_ylim(bottom=smallest / 3 if smallest > 0 else None)
+    bars.set(ylabel="sum of per-coordinate gradient variances", title="Gradient variance at fixed parameters")
+    bars.grid(alpha=0.3, axis="y")
+    bars.legend()
+    figure.suptitle(title)
+    return _save(figure, path)
+
+
+def plot_heads(heads: list[dict], path: str | Path, title: str = "Scale heads") -> Path:
+    """Test ELBO per epoch (nats per example) for each scale head (colour) under each estimator (line style)."""
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    colours = {head: f"C{index}" for index, head in enumerate(dict.fromkeys(row["head"] for row in heads))}
+    estimators = list(dict.fromkeys(row["estimator"] for row in heads))
+    styles = {name: ("-", "--", ":", "-.")[index % 4] for index, name in enumerate(estimators)}
+    for row in heads:
+        curve = row["test_elbo_curve"]
+        axes.plot(
+            range(1, len(curve) + 1),
+            curve,
+            color=colours[row["head"]],
+            linestyle=styles[row["estimator"]],
+            label=f"{row['head']}, {row['estimator']}",
+        )
+    axes.set(xlabel="epoch", ylabel="test ELBO (nats per example, higher is better)", title=title)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    return _save(figure, path)

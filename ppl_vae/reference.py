@@ -11,7 +11,11 @@ For ``q(z | x) = N(loc, diag(scale^2))`` and ``p(z) = N(0, I)`` over ``z_dim`` d
     ELBO(x) = E_q[log p(x | z)] - KL(q || p)                                   (analytic KL)
             = E_q[log p(x | z) + log p(z) - log q(z | x)]                       (Monte Carlo KL)
 
-with ``z = loc + scale * eps``, ``eps ~ N(0, I)`` (the reparameterization trick).
+with ``z = loc + scale * eps``, ``eps ~ N(0, I)`` (the reparameterization trick). The three estimators have the same
+expectation and, for the same ``eps``, the Monte Carlo and the analytic ELBO differ only by ``KL - (log q - log p)``,
+a term of mean zero. "Sticking the landing" (:func:`elbo_stl`, Roeder et al. 2017) has the value of the Monte Carlo
+ELBO but drops the score term ``d log q(z; phi) / d phi`` (at fixed ``z``) from the encoder's gradient: that term has
+mean zero, so the gradient stays unbiased, and it vanishes entirely when q equals the posterior.
 
 Example::
 
@@ -102,6 +106,23 @@ def elbo_monte_carlo_kl(
 
     Arguments and returns as :func:`elbo_analytic_kl`.
     """
+    return _elbo_sampled_kl(encoder, decoder, x, eps, head, stop_gradient_in_q=False)
+
+
+def elbo_stl(encoder: nn.Module, decoder: nn.Module, x: torch.Tensor, eps: torch.Tensor, head: str = "log_scale"):
+    """Sticking the landing (STL; Roeder, Wu and Duvenaud 2017): the Monte Carlo ELBO with ``log q(z | x)`` evaluated at
+    stopped-gradient (detached) ``loc`` and ``scale``.
+
+    Its value equals :func:`elbo_monte_carlo_kl` for the same ``eps``; its gradient keeps only the path derivative
+    through ``z = loc + scale * eps`` and drops the score term ``-d log q(z; loc, scale) / d(loc, scale)`` at fixed
+    ``z`` (mean zero under q). Arguments and returns as :func:`elbo_analytic_kl`.
+    """
+    return _elbo_sampled_kl(encoder, decoder, x, eps, head, stop_gradient_in_q=True)
+
+
+def _elbo_sampled_kl(encoder, decoder, x, eps, head: str, stop_gradient_in_q: bool) -> torch.Tensor:
     loc, scale, _, z = _encode(encoder, x, head, eps)
+    if stop_gradient_in_q:
+        loc, scale = loc.detach(), scale.detach()
     log_prior = normal_log_density(z, torch.zeros_like(z), torch.ones_like(z))
     return bernoulli_log_likelihood(decoder(z), x) + log_prior - normal_log_density(z, loc, scale)

@@ -55,3 +55,13 @@ def test_step_speed_benchmark_runs():
 def test_flow_guide(tmp_path):
     load_example("flow_guide").main(["--epochs", "1", "--k", "10", "--out", str(tmp_path)])
     assert (tmp_path / "iaf" / "metrics.json").exists() and (tmp_path / "diagonal" / "metrics.json").exists()
+
+
+def test_mc_vs_analytic_kl(tmp_path):
+    load_example("mc_vs_analytic_kl").main(["--epochs", "1", "--repetitions", "5", "--out", str(tmp_path)])
+    assert any(path.suffix == ".png" for path in tmp_path.rglob("*"))
+
+
+def test_log_scale_vs_log_var(tmp_path):
+    load_example("log_scale_vs_log_var").main(["--epochs", "1", "--out", str(tmp_path)])
+    assert any(path.suffix == ".png" for path in tmp_path.rglob("*"))
