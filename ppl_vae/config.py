@@ -21,20 +21,23 @@ from typing import Any
 from ppl_vae.errors import InputError
 
 
-def _require(condition: bool, message: str) -> None:
+def require(condition: bool, message: str) -> None:
+    """Raise an :class:`InputError` with ``message`` unless ``condition`` holds."""
     if not condition:
         raise InputError(message)
 
 
-def _positive_int(value: Any, flag: str) -> None:
-    _require(
-        isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-        f"{flag} must be an integer >= 1, got {value!r}",
+def require_int(value: Any, flag: str, least: int = 1) -> None:
+    """``value`` must be an integer (not a bool) of at least ``least``; the message names ``flag``."""
+    require(
+        isinstance(value, int) and not isinstance(value, bool) and value >= least,
+        f"{flag} must be an integer >= {least}, got {value!r}",
     )
 
 
-def _registered(registry, value: str, flag: str) -> None:
-    _require(
+def require_registered(registry, value: str, flag: str) -> None:
+    """``value`` must be a name in ``registry``; the message lists the names that are."""
+    require(
         value in registry, f"{flag}: unknown {registry.what} {value!r}: expected one of {', '.join(sorted(registry))}"
     )
 
@@ -91,28 +94,28 @@ class ModelConfig:
 
         object.__setattr__(self, "image_shape", tuple(self.image_shape))
         object.__setattr__(self, "hidden", tuple(self.hidden))
-        _positive_int(self.x_dim, "x_dim")
-        _positive_int(self.z_dim, "--z-dim")
-        _require(len(self.hidden) >= 1, "--hidden must list at least one layer width, e.g. --hidden 128 or 256,128")
+        require_int(self.x_dim, "x_dim")
+        require_int(self.z_dim, "--z-dim")
+        require(len(self.hidden) >= 1, "--hidden must list at least one layer width, e.g. --hidden 128 or 256,128")
         for width in self.hidden:
-            _positive_int(width, "--hidden widths")
-        _require(
+            require_int(width, "--hidden widths")
+        require(
             len(self.image_shape) == 3 and math.prod(self.image_shape) == self.x_dim,
             f"image_shape {self.image_shape} must be (C, H, W) with C*H*W == x_dim == {self.x_dim}",
         )
-        _registered(LIKELIHOODS, self.likelihood, "--likelihood")
-        _registered(PRIORS, self.prior, "--prior")
-        _registered(GUIDES, self.guide, "--guide")
-        _registered(HEADS, self.scale_param, "--scale-param")
-        _registered(NETS, self.net, "--net")
-        _require(
+        require_registered(LIKELIHOODS, self.likelihood, "--likelihood")
+        require_registered(PRIORS, self.prior, "--prior")
+        require_registered(GUIDES, self.guide, "--guide")
+        require_registered(HEADS, self.scale_param, "--scale-param")
+        require_registered(NETS, self.net, "--net")
+        require(
             isinstance(self.pixel_scale, (int, float)) and MIN_PIXEL_SCALE < self.pixel_scale < float("inf"),
             f"--pixel-scale must be a number > {MIN_PIXEL_SCALE}, got {self.pixel_scale!r}",
         )
-        _positive_int(self.prior_components, "--prior-components")
-        _positive_int(self.rank, "--rank")
-        _positive_int(self.flow_layers, "--flow-layers")
-        _require(
+        require_int(self.prior_components, "--prior-components")
+        require_int(self.rank, "--rank")
+        require_int(self.flow_layers, "--flow-layers")
+        require(
             self.guide != "iaf" or self.z_dim >= 2,
             f"--guide iaf needs --z-dim >= 2 (an autoregressive flow over one dimension is affine), got {self.z_dim}",
         )
@@ -145,20 +148,20 @@ class TrainConfig:
     def __post_init__(self):
         from ppl_vae.objectives import OBJECTIVES
 
-        _positive_int(self.epochs, "--epochs")
-        _positive_int(self.batch_size, "--batch-size")
-        _positive_int(self.num_particles, "--num-particles")
-        _positive_int(self.eval_every, "--eval-every")
-        _positive_int(self.eval_particles, "--eval-particles")
-        _require(
+        require_int(self.epochs, "--epochs")
+        require_int(self.batch_size, "--batch-size")
+        require_int(self.num_particles, "--num-particles")
+        require_int(self.eval_every, "--eval-every")
+        require_int(self.eval_particles, "--eval-particles")
+        require(
             isinstance(self.seed, int) and not isinstance(self.seed, bool),
             f"--seed must be an integer, got {self.seed!r}",
         )
-        _require(
+        require(
             isinstance(self.lr, (int, float)) and 0 < self.lr < float("inf"),
             f"--lr must be a positive number, got {self.lr!r}",
         )
-        _registered(OBJECTIVES, self.elbo, "--elbo")
+        require_registered(OBJECTIVES, self.elbo, "--elbo")
         _check_device(self.device)
 
 
@@ -170,8 +173,8 @@ class EvalConfig:
     num_particles: int = 100
 
     def __post_init__(self):
-        _positive_int(self.k, "--k")
-        _positive_int(self.num_particles, "--eval-particles")
+        require_int(self.k, "--k")
+        require_int(self.num_particles, "--eval-particles")
 
 
 @dataclass(frozen=True)
@@ -193,17 +196,17 @@ class RunConfig:
             raw = json.loads(text)
         except json.JSONDecodeError as error:
             raise InputError(f"config is not valid JSON: {error}") from None
-        _require(isinstance(raw, dict), f"config must be a JSON object, got {type(raw).__name__}")
+        require(isinstance(raw, dict), f"config must be a JSON object, got {type(raw).__name__}")
         sections = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "evaluation": EvalConfig}
-        _require(set(raw) == set(sections), f"config has sections {sorted(raw)}, expected {sorted(sections)}")
+        require(set(raw) == set(sections), f"config has sections {sorted(raw)}, expected {sorted(sections)}")
         return cls(**{name: _from_dict(kind, raw[name], name) for name, kind in sections.items()})
 
 
 def _from_dict(kind, values: Any, section: str):
-    _require(isinstance(values, dict), f"config section {section!r} must be an object, got {values!r}")
+    require(isinstance(values, dict), f"config section {section!r} must be an object, got {values!r}")
     known = {f.name for f in dataclasses.fields(kind)}
     unknown = sorted(set(values) - known)
-    _require(not unknown, f"config section {section!r} has unknown keys {unknown}: expected some of {sorted(known)}")
+    require(not unknown, f"config section {section!r} has unknown keys {unknown}: expected some of {sorted(known)}")
     try:
         return kind(**values)
     except TypeError as error:

@@ -53,7 +53,7 @@ from pyro.poutine.util import site_is_subsample
 from torch import nn
 
 from ppl_vae.checkpoint import save_json
-from ppl_vae.config import TrainConfig, _positive_int, _registered, _require
+from ppl_vae.config import TrainConfig, require, require_int, require_registered
 from ppl_vae.data import Dataset
 from ppl_vae.errors import InputError
 from ppl_vae.evaluate import observed_test_set
@@ -94,19 +94,19 @@ class LabConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "estimators", tuple(self.estimators))
-        _require(len(self.estimators) >= 1, "--estimators must name at least one objective")
-        _require(len(set(self.estimators)) == len(self.estimators), f"--estimators repeats a name: {self.estimators}")
+        require(len(self.estimators) >= 1, "--estimators must name at least one objective")
+        require(len(set(self.estimators)) == len(self.estimators), f"--estimators repeats a name: {self.estimators}")
         for name in self.estimators:
-            _registered(OBJECTIVES, name, "--estimators")
-        _require(
+            require_registered(OBJECTIVES, name, "--estimators")
+        require(
             isinstance(self.repetitions, int) and self.repetitions >= 2,
             f"--repetitions must be an integer >= 2 (a variance needs two draws), got {self.repetitions!r}",
         )
-        _require(
+        require(
             isinstance(self.epochs, int) and not isinstance(self.epochs, bool) and self.epochs >= 0,
             f"--epochs must be an integer >= 0, got {self.epochs!r}",
         )
-        _positive_int(self.eval_particles, "--eval-particles")
+        require_int(self.eval_particles, "--eval-particles")
         self.train_config("trace")  # checks batch size, lr, particles, seed and device the way fit() will
 
     def train_config(self, estimator: str) -> TrainConfig:

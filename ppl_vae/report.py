@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from ppl_vae.checkpoint import atomic_write, save_json
+from ppl_vae.config import require_int
 from ppl_vae.data import Dataset
 from ppl_vae.diagnostics import ACTIVE_UNIT_THRESHOLD, MIN_KHAT_SAMPLES, check_samples, diagnose
 from ppl_vae.errors import InputError
@@ -62,11 +63,9 @@ class ReportConfig:
         check_samples(k)
 
     def __post_init__(self):
-        for name, value, least in (("--gap-examples", self.gap_examples, 0), ("--gap-steps", self.gap_steps, 1)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < least:
-                raise InputError(f"{name} must be an integer >= {least}, got {value!r}")
-        if not isinstance(self.draws, int) or isinstance(self.draws, bool) or self.draws < MIN_KHAT_SAMPLES:
-            raise InputError(f"--draws must be an integer >= {MIN_KHAT_SAMPLES} (for the k-hat), got {self.draws!r}")
+        require_int(self.gap_examples, "--gap-examples", least=0)
+        require_int(self.gap_steps, "--gap-steps")
+        require_int(self.draws, "--draws", least=MIN_KHAT_SAMPLES)  # PSIS needs that many draws
 
 
 def write_report(vae, data: Dataset, run_dir: str | Path, k: int, options: ReportConfig | None = None) -> dict:
