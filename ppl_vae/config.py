@@ -61,6 +61,8 @@ class ModelConfig:
         z_dim: latent dimensions.
         hidden: hidden-layer widths from the data side inwards (the decoder uses them reversed).
         likelihood, prior, guide, scale_param, net: registry names (see ``ppl_vae.likelihoods`` and friends).
+        num_classes: 0 for a plain VAE; ``C > 0`` for a conditional VAE on labels ``0..C-1`` (``--conditional``):
+            one-hot ``y`` is concatenated to ``x`` for the encoder and to ``z`` for the decoder (``--net mlp``).
     """
 
     x_dim: int
@@ -72,6 +74,7 @@ class ModelConfig:
     guide: str = "diagonal"
     scale_param: str = "log_scale"
     net: str = "mlp"
+    num_classes: int = 0
 
     def __post_init__(self):
         from ppl_vae.guides import GUIDES
@@ -96,6 +99,14 @@ class ModelConfig:
         _registered(GUIDES, self.guide, "--guide")
         _registered(HEADS, self.scale_param, "--scale-param")
         _registered(NETS, self.net, "--net")
+        _require(
+            isinstance(self.num_classes, int) and not isinstance(self.num_classes, bool) and self.num_classes >= 0,
+            f"num_classes must be an integer >= 0 (0: not conditional), got {self.num_classes!r}",
+        )
+        _require(
+            self.num_classes == 0 or self.net == "mlp",
+            f"--conditional concatenates one-hot labels to flat inputs: it needs --net mlp, got --net {self.net}",
+        )
 
 
 @dataclass(frozen=True)
@@ -110,6 +121,9 @@ class TrainConfig:
         device: torch device for the networks and the data (``cpu``, ``cuda``, ``cuda:1``).
         eval_every: test ELBO every this many epochs (and after the last).
         eval_particles: samples of z per test example for that per-epoch test ELBO.
+        beta: weight of ``log p(z) - log q(z | x)`` (the KL term) in the objective: the beta-VAE at ``beta != 1``.
+        anneal: KL warm-up schedule ``none | linear | cyclical``, multiplying ``beta`` (see ``ppl_vae.objectives``).
+        anneal_epochs: ``N``, the length of the linear ramp or of one cycle, in epochs.
     """
 
     epochs: int = 30
@@ -121,9 +135,12 @@ class TrainConfig:
     device: str = "cpu"
     eval_every: int = 1
     eval_particles: int = 10
+    beta: float = 1.0
+    anneal: str = "none"
+    anneal_epochs: int = 10
 
     def __post_init__(self):
-        from ppl_vae.objectives import OBJECTIVES
+        from ppl_vae.objectives import ANNEALING, OBJECTIVES
 
         _positive_int(self.epochs, "--epochs")
         _positive_int(self.batch_size, "--batch-size")
@@ -139,6 +156,17 @@ class TrainConfig:
             f"--lr must be a positive number, got {self.lr!r}",
         )
         _registered(OBJECTIVES, self.elbo, "--elbo")
+        _require(
+            isinstance(self.beta, (int, float)) and not isinstance(self.beta, bool) and 0 < self.beta < float("inf"),
+            f"--beta must be a positive number, got {self.beta!r}",
+        )
+        _registered(ANNEALING, self.anneal, "--anneal")
+        _positive_int(self.anneal_epochs, "--anneal-epochs")
+        _require(
+            self.elbo != "iwae" or (self.beta == 1 and self.anneal == "none"),
+            f"--elbo iwae cannot take --beta {self.beta} --anneal {self.anneal}: RenyiELBO would scale the latent site "
+            "inside its logsumexp, which is not the beta-VAE objective; use --elbo trace, meanfield or jit",
+        )
         _check_device(self.device)
 
 
