@@ -106,8 +106,9 @@ def _sum_log_probs(trace, expected_shape: tuple[int, int]) -> torch.Tensor:
 def _chunked_log_weights(model, guide, x, y, num_samples: int, max_elements: int) -> Iterator[torch.Tensor]:
     per_sample = max(1, x.shape[0] * max(1, x[0].numel()))
     chunk = max(1, min(num_samples, max_elements // per_sample))
+    labels = () if y is None else (y,)
     for start in range(0, num_samples, chunk):
-        yield log_importance_weights(model, guide, x, min(chunk, num_samples - start), y)
+        yield log_importance_weights(model, guide, x, min(chunk, num_samples - start), *labels)
 
 
 def _per_example(reduce, model, guide, x, y, batch_size: int) -> torch.Tensor:

@@ -123,6 +123,8 @@ def fit(
     step = make_step(programs, config)
     history: list[dict] = []
     checkpoint_path = Path(run_dir) / CHECKPOINT_FILE if run_dir is not None else None
+    if checkpoint_path is not None and not resume:
+        checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
     if resume:
         if checkpoint_path is None:
             raise InputError("resume=True needs the run_dir to resume from")
