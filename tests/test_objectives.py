@@ -276,3 +276,17 @@ def test_jit_takes_each_new_beta_without_recompiling(vae, x):
     assert len(set(losses)) == len(losses)
     compiled = jit.svi.loss.__self__._loss_and_surrogate_loss.compiled
     assert len(compiled) == 1
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--beta", "0"], "--beta must be a positive number, got 0.0"),
+        (["--anneal", "cosine"], "--anneal: unknown annealing schedule 'cosine'"),
+        (["--anneal", "linear", "--anneal-epochs", "0"], "--anneal-epochs must be an integer >= 1, got 0"),
+    ],
+)
+def test_cli_names_a_bad_beta_or_schedule(tmp_path, capsys, flags, message):
+    assert main(["train", *flags, "--epochs", "1", "--out", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"ppl-vae: error: {message}") and "\n" not in error
