@@ -96,7 +96,7 @@ def plot_reconstructions(
     return _save(figure, path)
 
 
-def plot_latent_scatter(z_loc, labels, path: str | Path) -> Path:
+def plot_latent_scatter(z_loc, labels, path: str | Path, of: str = "E_q[z | x]") -> Path:
     """Latent means ``(N, z_dim)`` coloured by label: the two dimensions themselves when ``z_dim == 2``, the first two
     principal components otherwise (a 1-D code is plotted against zero)."""
     z = np.asarray(z_loc.detach().cpu() if isinstance(z_loc, torch.Tensor) else z_loc, dtype=np.float64)
@@ -117,7 +117,7 @@ def plot_latent_scatter(z_loc, labels, path: str | Path) -> Path:
     if colours is not None:
         figure.colorbar(scatter, ax=axes, label="label")
     projection = "" if z.shape[1] <= 2 else f", PCA of {z.shape[1]} dimensions"
-    axes.set(xlabel=axis_names[0], ylabel=axis_names[1], title=f"Latent means E_q[z | x] of test images{projection}")
+    axes.set(xlabel=axis_names[0], ylabel=axis_names[1], title=f"Latent means {of} of test images{projection}")
     return _save(figure, path)
 
 

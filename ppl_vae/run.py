@@ -169,7 +169,9 @@ def draw_figures(vae: VAE, data: Dataset, history: list[dict], run_dir: Path, nu
             x_test[:num_images], vae.reconstruct(x_test[:num_images], y_shown), shape, run_dir / "reconstructions.png"
         ),
         samples,
-        plots.plot_latent_scatter(z_loc, data.y_test, run_dir / "latent.png"),
+        plots.plot_latent_scatter(
+            z_loc, data.y_test, run_dir / "latent.png", "E_q[z | x]" if y_test is None else "E_q[z | x, y]"
+        ),
     ]
 
 
