@@ -90,7 +90,7 @@ def fit(
     if data is None:
         raise InputError("fit needs data=: a Dataset (ppl_vae.load_dataset)")
     if vae is not None:
-        if (model, guide, modules) != (None, None, None) or binarize_data or labels:
+        if any(part is not None for part in (model, guide, modules)) or binarize_data or labels:
             raise InputError("fit takes either a VAE or model=, guide=, modules= (with binarize_data=, labels=)")
         if data.x_dim != vae.config.x_dim:
             raise InputError(
