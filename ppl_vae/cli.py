@@ -48,10 +48,28 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--hidden", default="128", help="hidden-layer widths, comma-separated, data side first")
     train.add_argument("--lr", type=float, default=DEFAULTS_TRAIN.lr, help="Adam learning rate")
     train.add_argument(
-        "--elbo", default=DEFAULTS_TRAIN.elbo, help="trace | meanfield | jit | reference-mc | reference-analytic"
+        "--elbo", default=DEFAULTS_TRAIN.elbo, help="trace | meanfield | jit | iwae | reference-mc | reference-analytic"
     )
     train.add_argument(
-        "--num-particles", type=int, default=DEFAULTS_TRAIN.num_particles, help="samples of z per example in training"
+        "--num-particles",
+        type=int,
+        default=DEFAULTS_TRAIN.num_particles,
+        help="samples of z per example in training (K of --elbo iwae)",
+    )
+    train.add_argument(
+        "--beta", type=float, default=DEFAULTS_TRAIN.beta, help="weight of the KL term (beta-VAE when != 1)"
+    )
+    train.add_argument(
+        "--anneal", default=DEFAULTS_TRAIN.anneal, help="KL warm-up multiplying --beta: none | linear | cyclical"
+    )
+    train.add_argument(
+        "--anneal-epochs",
+        type=int,
+        default=DEFAULTS_TRAIN.anneal_epochs,
+        help="epochs of the linear ramp, or of one cycle",
+    )
+    train.add_argument(
+        "--conditional", action="store_true", help="conditional VAE: one-hot labels into encoder and decoder"
     )
     train.add_argument("--scale-param", default="log_scale", help="guide scale head: log_scale | log_var | softplus")
     _add_part_flags(train)
@@ -139,6 +157,9 @@ def _config_from_args(args) -> RunConfig:
         lr=args.lr,
         elbo=args.elbo,
         num_particles=args.num_particles,
+        beta=args.beta,
+        anneal=args.anneal,
+        anneal_epochs=args.anneal_epochs,
         seed=args.seed,
         device=args.device or "cpu",
         eval_every=args.eval_every,
@@ -148,7 +169,9 @@ def _config_from_args(args) -> RunConfig:
     data_config = DataConfig(name=args.data, root=args.data_root, download=args.download)
     data = load_dataset(data_config.name, root=data_config.root, download=data_config.download)
     parts = {name: getattr(args, name) for name in PART_FIELDS}
-    model = model_config_for(data, z_dim=args.z_dim, hidden=hidden, scale_param=args.scale_param, **parts)
+    model = model_config_for(
+        data, conditional=args.conditional, z_dim=args.z_dim, hidden=hidden, scale_param=args.scale_param, **parts
+    )
     return RunConfig(model=model, data=data_config, train=train, evaluation=evaluation)
 
 
@@ -184,6 +207,9 @@ def command_evaluate(args) -> None:
     metrics = evaluate_run(args.run_dir, evaluation, device=args.device, report=report)
     print_metrics(metrics)
     print()
+    if "report_skipped" in metrics:
+        print(f"no diagnostics report: {metrics['report_skipped']}")
+        return
     print(format_table(metrics["report"]))
     print(f"report: {args.run_dir / 'report.md'}")
 
@@ -249,10 +275,11 @@ def command_compare_kl(args) -> None:
 
 
 def print_metrics(metrics: dict) -> None:
-    """A small table of the test metrics, nats per example."""
+    """A small table of the test metrics, nats per example (of ``log p(x | y)`` for a conditional model)."""
+    of = "log p(x | y)" if metrics.get("conditional") else "log p(x)"
     rows = [
         (f"test ELBO ({metrics['elbo_particles']} samples)", metrics["test_elbo"], metrics["test_elbo_se"]),
-        (f"test log p(x) (IWAE, k={metrics['k']})", metrics["test_log_likelihood"], metrics["test_log_likelihood_se"]),
+        (f"test {of} (IWAE, k={metrics['k']})", metrics["test_log_likelihood"], metrics["test_log_likelihood_se"]),
     ]
     print(f"{'metric':<34} {'nats per example':>17} {'std. error':>10}")
     for name, value, se in rows:

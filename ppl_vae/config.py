@@ -69,6 +69,8 @@ class ModelConfig:
         prior_components: ``K``, the mixture components of the ``mog`` prior and the pseudo-inputs of ``vamp``.
         rank: columns of the ``lowrank`` guide's covariance factor.
         flow_layers: inverse autoregressive flows of the ``iaf`` guide.
+        num_classes: 0 for a plain VAE; ``C > 0`` for a conditional VAE on labels ``0..C-1`` (``--conditional``):
+            one-hot ``y`` is concatenated to ``x`` for the encoder and to ``z`` for the decoder (``--net mlp``).
     """
 
     x_dim: int
@@ -84,6 +86,7 @@ class ModelConfig:
     prior_components: int = 10
     rank: int = 2
     flow_layers: int = 2
+    num_classes: int = 0
 
     def __post_init__(self):
         from ppl_vae.guides import GUIDES
@@ -119,6 +122,15 @@ class ModelConfig:
             self.guide != "iaf" or self.z_dim >= 2,
             f"--guide iaf needs --z-dim >= 2 (an autoregressive flow over one dimension is affine), got {self.z_dim}",
         )
+        require_int(self.num_classes, "num_classes (0: not conditional)", least=0)
+        require(
+            self.num_classes == 0 or self.prior != "vamp",
+            "--conditional with --prior vamp: the VampPrior's pseudo-inputs carry no label; use --prior normal or mog",
+        )
+        require(
+            self.num_classes == 0 or self.net == "mlp",
+            f"--conditional concatenates one-hot labels to flat inputs: it needs --net mlp, got --net {self.net}",
+        )
 
 
 @dataclass(frozen=True)
@@ -133,6 +145,9 @@ class TrainConfig:
         device: torch device for the networks and the data (``cpu``, ``cuda``, ``cuda:1``).
         eval_every: test ELBO every this many epochs (and after the last).
         eval_particles: samples of z per test example for that per-epoch test ELBO.
+        beta: weight of ``log p(z) - log q(z | x)`` (the KL term) in the objective: the beta-VAE at ``beta != 1``.
+        anneal: KL warm-up schedule ``none | linear | cyclical``, multiplying ``beta`` (see ``ppl_vae.objectives``).
+        anneal_epochs: ``N``, the length of the linear ramp or of one cycle, in epochs.
     """
 
     epochs: int = 30
@@ -144,9 +159,12 @@ class TrainConfig:
     device: str = "cpu"
     eval_every: int = 1
     eval_particles: int = 10
+    beta: float = 1.0
+    anneal: str = "none"
+    anneal_epochs: int = 10
 
     def __post_init__(self):
-        from ppl_vae.objectives import OBJECTIVES
+        from ppl_vae.objectives import ANNEALING, OBJECTIVES
 
         require_int(self.epochs, "--epochs")
         require_int(self.batch_size, "--batch-size")
@@ -162,6 +180,17 @@ class TrainConfig:
             f"--lr must be a positive number, got {self.lr!r}",
         )
         require_registered(OBJECTIVES, self.elbo, "--elbo")
+        require(
+            isinstance(self.beta, (int, float)) and not isinstance(self.beta, bool) and 0 < self.beta < float("inf"),
+            f"--beta must be a positive number, got {self.beta!r}",
+        )
+        require_registered(ANNEALING, self.anneal, "--anneal")
+        require_int(self.anneal_epochs, "--anneal-epochs")
+        require(
+            self.elbo != "iwae" or (self.beta == 1 and self.anneal == "none"),
+            f"--elbo iwae cannot take --beta {self.beta} --anneal {self.anneal}: RenyiELBO would scale the latent site "
+            "inside its logsumexp, which is not the beta-VAE objective; use --elbo trace, meanfield or jit",
+        )
         _check_device(self.device)
 
 

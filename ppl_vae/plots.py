@@ -97,7 +97,7 @@ def plot_reconstructions(
     return _save(figure, path)
 
 
-def plot_latent_scatter(z_loc, labels, path: str | Path) -> Path:
+def plot_latent_scatter(z_loc, labels, path: str | Path, of: str = "E_q[z | x]") -> Path:
     """Latent means ``(N, z_dim)`` coloured by label: the two dimensions themselves when ``z_dim == 2``, the first two
     principal components otherwise (a 1-D code is plotted against zero)."""
     z = np.asarray(z_loc.detach().cpu() if isinstance(z_loc, torch.Tensor) else z_loc, dtype=np.float64)
@@ -118,7 +118,29 @@ def plot_latent_scatter(z_loc, labels, path: str | Path) -> Path:
     if colours is not None:
         figure.colorbar(scatter, ax=axes, label="label")
     projection = "" if z.shape[1] <= 2 else f", PCA of {z.shape[1]} dimensions"
-    axes.set(xlabel=axis_names[0], ylabel=axis_names[1], title=f"Latent means E_q[z | x] of test images{projection}")
+    axes.set(xlabel=axis_names[0], ylabel=axis_names[1], title=f"Latent means {of} of test images{projection}")
+    return _save(figure, path)
+
+
+# --- objectives and the conditional VAE -------------------------------------------------------------------------
+
+
+def plot_class_samples(
+    images, classes, image_shape: Sequence[int], path: str | Path, title: str = "Samples of p(x | z, y), z ~ p(z)"
+) -> Path:
+    """One row per requested class: ``images`` ``(N, D)`` in [0, 1] drawn for ``classes`` ``(N,)``, each row labelled
+    ``y = c`` and holding that class's images in order."""
+    classes = np.asarray(classes.cpu() if isinstance(classes, torch.Tensor) else classes)
+    images = _to_images(images, image_shape)
+    rows = [(int(c), images[classes == c]) for c in dict.fromkeys(classes.tolist())]
+    columns = max(len(row) for _, row in rows)
+    figure, axes = plt.subplots(len(rows), 1, figsize=(columns * 0.8 + 0.6, len(rows) * 0.85 + 0.6))
+    for axis, (label, row) in zip(np.atleast_1d(axes), rows, strict=True):
+        axis.imshow(_grid(row, columns), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        axis.set_ylabel(f"y = {label}", rotation=0, ha="right", va="center")
+        axis.set_xticks([])
+        axis.set_yticks([])
+    np.atleast_1d(axes)[0].set_title(title)
     return _save(figure, path)
 
 

@@ -43,8 +43,13 @@ from ppl_vae.vae import VAE
 PLOT_FILES = ("elbo.png", "reconstructions.png", "samples.png", "latent.png")
 
 
-def model_config_for(data: Dataset, **options) -> ModelConfig:
-    """A :class:`ModelConfig` sized for ``data`` (``x_dim``, ``image_shape``); ``options`` set the other fields."""
+def model_config_for(data: Dataset, conditional: bool = False, **options) -> ModelConfig:
+    """A :class:`ModelConfig` sized for ``data`` (``x_dim``, ``image_shape``, and with ``conditional`` its
+    ``num_classes``); ``options`` set the other fields."""
+    if conditional:
+        if data.num_classes == 0:
+            raise InputError(f"--conditional needs labels, but data set {data.name!r} has none")
+        options["num_classes"] = data.num_classes
     return ModelConfig(x_dim=data.x_dim, image_shape=data.image_shape, **options)
 
 
@@ -117,9 +122,11 @@ def evaluate_vae(vae: VAE, data: Dataset, evaluation: EvalConfig) -> dict:
     """Test ELBO and IWAE log p(x) with their standard errors, nats per example (keys as in ``metrics.json``)."""
     device = next(vae.parameters()).device
     x_test = observed_test_set(data.x_test, vae.likelihood.binary).to(device)
-    test_elbo = elbo(vae.model, vae.guide, x_test, num_particles=evaluation.num_particles)
-    log_likelihood = iwae_log_likelihood(vae.model, vae.guide, x_test, k=evaluation.k)
+    y_test = _labels(vae, data.y_test, device)
+    test_elbo = elbo(vae.model, vae.guide, x_test, num_particles=evaluation.num_particles, y=y_test)
+    log_likelihood = iwae_log_likelihood(vae.model, vae.guide, x_test, k=evaluation.k, y=y_test)
     return {
+        "conditional": y_test is not None,
         "test_elbo": test_elbo.mean,
         "test_elbo_se": test_elbo.se,
         "test_log_likelihood": log_likelihood.mean,
@@ -151,6 +158,8 @@ def evaluate_run(
     save_json(metrics_path, metrics)
     if report is None:
         return metrics
+    if config.model.num_classes:  # diagnose() and friends call model(x) / guide(x) without labels
+        return {**metrics, "report_skipped": "the diagnostics report does not pass labels to a conditional VAE yet"}
     return {**metrics, "report": write_report(vae, data, run_dir, evaluation.k, report)}
 
 
@@ -161,16 +170,32 @@ def draw_figures(vae: VAE, data: Dataset, history: list[dict], run_dir: Path, nu
     device = next(vae.parameters()).device
     shape = data.image_shape
     x_test = observed_test_set(data.x_test, vae.likelihood.binary).to(device)
+    y_test = _labels(vae, data.y_test, device)
+    y_shown = None if y_test is None else y_test[:num_images]
     with torch.no_grad():
-        z_loc, _ = vae.encode(x_test)
+        z_loc, _ = vae.encode(x_test, y_test)
+    if y_test is None:
+        samples = plots.plot_image_grid(
+            vae.sample(64), shape, run_dir / "samples.png", "Pixel means of p(x | z), z ~ p(z)"
+        )
+    else:
+        classes = torch.arange(vae.config.num_classes, device=device).repeat_interleave(8)
+        samples = plots.plot_class_samples(vae.sample(len(classes), y=classes), classes, shape, run_dir / "samples.png")
     return [
         plots.plot_training_curves(history, run_dir / "elbo.png", title=f"ELBO per epoch on {data.name}"),
         plots.plot_reconstructions(
-            x_test[:num_images], vae.reconstruct(x_test[:num_images]), shape, run_dir / "reconstructions.png"
+            x_test[:num_images], vae.reconstruct(x_test[:num_images], y_shown), shape, run_dir / "reconstructions.png"
         ),
-        plots.plot_image_grid(vae.sample(64), shape, run_dir / "samples.png", "Pixel means of p(x | z), z ~ p(z)"),
-        plots.plot_latent_scatter(z_loc, data.y_test, run_dir / "latent.png"),
+        samples,
+        plots.plot_latent_scatter(
+            z_loc, data.y_test, run_dir / "latent.png", "E_q[z | x]" if y_test is None else "E_q[z | x, y]"
+        ),
     ]
+
+
+def _labels(vae: VAE, y: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    """The labels ``y`` on ``device`` for a conditional VAE; ``None`` for a plain one."""
+    return y.to(device) if vae.config.num_classes else None
 
 
 def default_run_dir(data_name: str) -> Path:

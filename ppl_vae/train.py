@@ -6,8 +6,14 @@ DataLoader), binarizes them afresh for a binary likelihood, and calls the traini
 
     {"epoch": 3, "train_elbo": -28.1, "test_elbo": -28.9, "test_elbo_se": 0.4, "seconds": 0.8}
 
-``train_elbo`` is the average of the minibatch objectives during the epoch (its estimator, e.g. Monte Carlo KL);
-``test_elbo`` is :func:`ppl_vae.evaluate.elbo` on the test set with ``eval_particles`` samples, after the epoch.
+``train_elbo`` is the average of the minibatch objectives during the epoch (its estimator, e.g. Monte Carlo KL; the
+IWAE bound for ``iwae``; the β_t-weighted objective with ``beta``/``anneal``, whose last ``β_t`` of the epoch is
+recorded as ``latent_scale``); ``test_elbo`` is :func:`ppl_vae.evaluate.elbo` on the test set with
+``eval_particles`` samples, after the epoch (always the plain ELBO, of ``log p(x | y)`` for a conditional model).
+
+A user's own Pyro ``model`` and ``guide`` train through the same loop, without subclassing::
+
+    history = fit(model=model, guide=guide, modules={"encoder": encoder, "decoder": decoder}, data=data)
 
 With ``run_dir`` a checkpoint (weights, optimizer, RNG states, history) is written atomically after every epoch, and
 ``resume=True`` continues from it with the numbers an uninterrupted run would have had (on the CPU).
@@ -22,11 +28,13 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 import pyro
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from ppl_vae.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
@@ -34,7 +42,7 @@ from ppl_vae.config import TrainConfig
 from ppl_vae.data import Dataset, binarize, minibatches
 from ppl_vae.errors import InputError
 from ppl_vae.evaluate import elbo, observed_test_set
-from ppl_vae.objectives import TrainingStep, make_step
+from ppl_vae.objectives import Programs, TrainingStep, latent_scale, make_step
 from ppl_vae.vae import VAE
 
 
@@ -44,51 +52,93 @@ def seed_everything(seed: int) -> None:
 
 
 def fit(
-    vae: VAE,
-    data: Dataset,
-    config: TrainConfig,
+    vae: VAE | None = None,
+    data: Dataset | None = None,
+    config: TrainConfig | None = None,
     *,
+    model: Callable | None = None,
+    guide: Callable | None = None,
+    modules: nn.Module | Mapping[str, nn.Module] | None = None,
+    binarize_data: bool = False,
+    labels: bool = False,
     run_dir: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
 ) -> list[dict]:
-    """Train ``vae`` on ``data.x_train``; returns the history (one dict per epoch, nats per example).
+    """Train ``vae`` (or a user's ``model`` and ``guide``) on ``data.x_train``; returns the history (one dict per
+    epoch, nats per example).
 
     Arguments:
-        vae: the model to train, in place; moved to ``config.device``.
-        data: the data set; ``x_train`` ``(N, D)`` grey levels in [0, 1].
-        config: epochs, batch size, learning rate, objective, particles, seed, device.
+        vae: the model to train, in place; moved to ``config.device``. A conditional VAE gets ``data.y_train``.
+        data: the data set; ``x_train`` ``(N, D)`` grey levels in [0, 1] (``y_train`` ``(N,)`` labels if needed).
+        config: epochs, batch size, learning rate, objective, particles, beta and warm-up, seed, device
+            (default ``TrainConfig()``).
+        model, guide: instead of ``vae``: plain Pyro programs ``model(x)`` / ``guide(x)`` (``model(x, y)`` /
+            ``guide(x, y)`` with ``labels``) over the sites ``"z"`` and ``"x"`` in ``pyro.plate("data", B)``, whose
+            networks are registered with ``pyro.module`` inside them under names that stay the same between
+            processes (the optimizer state is saved under those names).
+        modules: with ``model``/``guide``: the ``nn.Module`` (or a dict of them) holding every trained parameter;
+            moved to ``config.device`` and saved in checkpoints.
+        binarize_data: with ``model``/``guide``: train on 0/1 images drawn afresh per minibatch and evaluate on test
+            images binarized once (for a Bernoulli likelihood); the grey levels as they are otherwise.
+        labels: with ``model``/``guide``: pass the labels ``y`` ``(B,)`` to both programs.
         run_dir: where to write ``checkpoint.pt`` after every epoch (``None``: nowhere).
         resume: continue from ``run_dir/checkpoint.pt`` (its history is returned in full).
         progress: show a tqdm bar per epoch with the running training ELBO.
     """
-    if data.x_dim != vae.config.x_dim:
-        raise InputError(
-            f"data set {data.name!r} has {data.x_dim} pixels per example, the VAE expects {vae.config.x_dim}"
-        )
+    config = TrainConfig() if config is None else config
+    if data is None:
+        raise InputError("fit needs data=: a Dataset (ppl_vae.load_dataset)")
+    if vae is not None:
+        if any(part is not None for part in (model, guide, modules)) or binarize_data or labels:
+            raise InputError("fit takes either a VAE or model=, guide=, modules= (with binarize_data=, labels=)")
+        if data.x_dim != vae.config.x_dim:
+            raise InputError(
+                f"data set {data.name!r} has {data.x_dim} pixels per example, the VAE expects {vae.config.x_dim}"
+            )
+        if data.num_classes > vae.config.num_classes > 0:
+            raise InputError(
+                f"data set {data.name!r} has {data.num_classes} classes, the conditional VAE knows "
+                f"{vae.config.num_classes}"
+            )
+        programs, modules = vae, vae
+        binarize_data, labels = vae.likelihood.binary, vae.config.num_classes > 0
+    else:
+        if model is None or guide is None or modules is None:
+            raise InputError(
+                "fit needs a VAE, or model=, guide= and modules= (the nn.Modules they register with pyro.module)"
+            )
+        programs = Programs(model, guide)
+        modules = nn.ModuleDict(modules) if isinstance(modules, Mapping) else modules
+    if labels and (data.y_train is None or data.y_test is None):
+        raise InputError(f"data set {data.name!r} has no labels: a conditional model needs y_train and y_test")
     device = torch.device(config.device)
-    vae.to(device)
+    modules.to(device)
     x_train = data.x_train.to(device)
-    x_test = observed_test_set(data.x_test, vae.likelihood.binary).to(device)
-    binary = vae.likelihood.binary
+    x_test = observed_test_set(data.x_test, binarize_data).to(device)
+    y_train, y_test = (data.y_train.to(device), data.y_test.to(device)) if labels else (None, None)
 
     seed_everything(config.seed)
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    step = make_step(vae, config)
+    step = make_step(programs, config)
     history: list[dict] = []
     checkpoint_path = Path(run_dir) / CHECKPOINT_FILE if run_dir is not None else None
+    if checkpoint_path is not None and not resume:
+        checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
     if resume:
         if checkpoint_path is None:
             raise InputError("resume=True needs the run_dir to resume from")
-        history = _restore(load_checkpoint(checkpoint_path, map_location=device), vae, step, generator)
+        history = _restore(load_checkpoint(checkpoint_path, map_location=device), modules, step, generator)
 
     for epoch in range(len(history) + 1, config.epochs + 1):
         started = time.perf_counter()
-        train_loss = _train_epoch(step, x_train, config.batch_size, generator, binary, epoch, config.epochs, progress)
+        train_loss, scale = _train_epoch(step, x_train, y_train, binarize_data, generator, config, epoch, progress)
         seconds = time.perf_counter() - started
         record = {"epoch": epoch, "train_elbo": -train_loss / x_train.shape[0], "seconds": seconds}
+        if step.latent_scaled:
+            record["latent_scale"] = scale
         if epoch % config.eval_every == 0 or epoch == config.epochs:
-            test = elbo(vae.model, vae.guide, x_test, num_particles=config.eval_particles)
+            test = elbo(programs.model, programs.guide, x_test, num_particles=config.eval_particles, y=y_test)
             record.update(test_elbo=test.mean, test_elbo_se=test.se)
         history.append(record)
         if not math.isfinite(record["train_elbo"]):
@@ -97,7 +147,7 @@ def fit(
                 "the last finite checkpoint is kept"
             )
         if checkpoint_path is not None:
-            save_checkpoint(checkpoint_path, _snapshot(vae, step, generator, history))
+            save_checkpoint(checkpoint_path, _snapshot(modules, step, generator, history))
         if progress:
             tqdm.write(_describe(record, config.epochs))
     return history
@@ -110,28 +160,36 @@ def _describe(record: dict, epochs: int) -> str:
     return text + f"  nats per example  ({record['seconds']:.1f} s)"
 
 
-def _train_epoch(step: TrainingStep, x_train, batch_size, generator, binary, epoch, epochs, progress) -> float:
-    """One pass over the shuffled training set; returns the summed loss (negative ELBO, nats)."""
-    total, seen = 0.0, 0
+def _train_epoch(
+    step: TrainingStep, x_train, y_train, binary, generator, config: TrainConfig, epoch, progress
+) -> tuple[float, float]:
+    """One pass over the shuffled training set; returns the summed loss (negative objective, nats) and the last
+    latent scale ``β_t`` used (1 for an unscaled step)."""
+    total, seen, scale = 0.0, 0, 1.0
+    batch_size = config.batch_size
     batches = list(minibatches(x_train.shape[0], batch_size, generator, device=x_train.device))
     if step.fixed_batch_shape and len(batches) > 1 and len(batches[-1]) != batch_size:
         batches = batches[
             :-1
         ]  # a compiled step is traced for one batch shape; the remainder waits for the next shuffle
-    bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", leave=False, disable=not progress, unit="batch")
-    for index in bar:
+    bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", leave=False, disable=not progress, unit="batch")
+    for number, index in enumerate(bar):
         x = x_train[index]
         if binary:
             x = binarize(x, generator)
-        total += step(x)
+        args = () if y_train is None else (y_train[index],)
+        if step.latent_scaled:  # β_t as a tensor argument: a compiled step takes it as an input, not a constant
+            scale = latent_scale(config, epoch - 1 + number / len(batches))
+            args += (torch.tensor(scale, dtype=x.dtype, device=x.device),)
+        total += step(x, *args)
         seen += len(index)
         bar.set_postfix(elbo=f"{-total / seen:.2f}", refresh=False)
-    return total * x_train.shape[0] / seen
+    return total * x_train.shape[0] / seen, scale
 
 
-def _snapshot(vae: VAE, step: TrainingStep, generator: torch.Generator, history: list[dict]) -> dict:
+def _snapshot(modules: nn.Module, step: TrainingStep, generator: torch.Generator, history: list[dict]) -> dict:
     return {
-        "model": vae.state_dict(),
+        "model": modules.state_dict(),
         "step": step.state_dict(),
         "history": history,
         "rng": {
@@ -144,8 +202,8 @@ def _snapshot(vae: VAE, step: TrainingStep, generator: torch.Generator, history:
     }
 
 
-def _restore(snapshot: dict, vae: VAE, step: TrainingStep, generator: torch.Generator) -> list[dict]:
-    vae.load_state_dict(snapshot["model"])
+def _restore(snapshot: dict, modules: nn.Module, step: TrainingStep, generator: torch.Generator) -> list[dict]:
+    modules.load_state_dict(snapshot["model"])
     step.load_state_dict(snapshot["step"])
     rng = snapshot["rng"]
     torch.set_rng_state(rng["torch"].cpu())

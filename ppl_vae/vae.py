@@ -11,6 +11,10 @@ Guide::
     with pyro.plate("data", B):
         z ~ q(z | x) = guide.dist(x)   # e.g. Normal(loc(x), exp(log_scale(x))), event (z_dim,)
 
+A conditional VAE (``ModelConfig.num_classes = C > 0``) takes labels ``y`` of shape ``(B,)`` in both programs:
+the guide's network reads ``[x | one_hot(y)]`` (``(B, D + C)``) and the decoder ``[z | one_hot(y)]``, so the model is
+``p(z) p(x | z, y)`` and evaluation reports ``log p(x | y)``. ``y`` is an input, not a sample site.
+
 ``SVI(vae.model, vae.guide, optim, Trace_ELBO())`` then samples ``z`` from the guide with the reparameterization
 ``z = loc + scale * eps`` and estimates ``ELBO = E_q[log p(x | z)] - KL(q(z | x) || p(z))`` by Monte Carlo;
 ``TraceMeanField_ELBO`` uses the closed-form KL instead.
@@ -21,18 +25,22 @@ Example::
     loc, scale = vae.encode(x)          # (B, 8) each
     p_x = vae.decode(loc)               # batch (B,), event (64,)
     images = vae.sample(16)             # (16, 64), pixel means
+    # conditional: vae.model(x, y), vae.guide(x, y), vae.sample(16, y=3) -> sixteen 3s
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pyro
 import torch
+import torch.nn.functional as F
 from pyro import distributions as dist
 from torch import nn
 
 from ppl_vae.config import ModelConfig
+from ppl_vae.errors import InputError
 from ppl_vae.guides import GUIDES
 from ppl_vae.likelihoods import LIKELIHOODS
 from ppl_vae.nets import NETS
@@ -56,43 +64,76 @@ class VAE(nn.Module):
         self.config = config
         self.pyro_name = f"vae{next(_instance_ids)}"
         self.likelihood = LIKELIHOODS.get(config.likelihood)(config)
-        self.encoder = GUIDES.get(config.guide)(config)
+        self.encoder = GUIDES.get(config.guide)(_encoder_config(config))
         self.prior = PRIORS.get(config.prior)(config, self.encoder)  # the VampPrior evaluates the guide
         self.decoder = NETS.get(config.net).decoder(
-            config.z_dim, config.hidden, self.likelihood.outputs_per_pixel * config.x_dim, config.image_shape
+            config.z_dim + config.num_classes,
+            config.hidden,
+            self.likelihood.outputs_per_pixel * config.x_dim,
+            config.image_shape,
         )
 
     # --- the two Pyro programs -------------------------------------------------------------------------------
-    def model(self, x: torch.Tensor) -> None:
-        """p(z) p(x | z) for ``x`` of shape ``(B, D)``, observed at site ``"x"``."""
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+        """p(z) p(x | z [, y]) for ``x`` of shape ``(B, D)``, observed at site ``"x"``; labels ``y`` ``(B,)``."""
         pyro.module(self.pyro_name, self)
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", self.prior.dist())
-            pyro.sample("x", self.decode(z), obs=x)
+            pyro.sample("x", self.decode(z, y), obs=x)
 
-    def guide(self, x: torch.Tensor) -> None:
-        """q(z | x) at site ``"z"`` for ``x`` of shape ``(B, D)``."""
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+        """q(z | x [, y]) at site ``"z"`` for ``x`` of shape ``(B, D)``; labels ``y`` ``(B,)``."""
         pyro.module(self.pyro_name, self)
         with pyro.plate("data", x.shape[0]):
-            pyro.sample("z", self.encoder.dist(x))
+            pyro.sample("z", self.encoder.dist(self._with_labels(x, y)))
 
     # --- the same parts as plain functions -------------------------------------------------------------------
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``loc`` and ``scale`` of the guide's diagonal Normal, each ``(B, z_dim)`` for ``x`` of shape ``(B, D)``."""
-        return self.encoder.loc_and_scale(x)
+        return self.encoder.loc_and_scale(self._with_labels(x, y))
 
-    def decode(self, z: torch.Tensor) -> dist.TorchDistribution:
-        """p(x | z) for ``z`` of shape ``(..., z_dim)``: batch shape ``(...)``, event shape ``(D,)``."""
-        return self.likelihood.dist(self.decoder(z))
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> dist.TorchDistribution:
+        """p(x | z [, y]) for ``z`` of shape ``(..., z_dim)``: batch shape ``(...)``, event shape ``(D,)``."""
+        return self.likelihood.dist(self.decoder(self._with_labels(z, y)))
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """The mean of p(x | z = loc(x)): ``(B, D)``, in the data's units (pixel probabilities for Bernoulli)."""
-        loc, _ = self.encode(x)
-        return self.decode(loc).mean
+        loc, _ = self.encode(x, y)
+        return self.decode(loc, y).mean
 
     @torch.no_grad()
-    def sample(self, num_samples: int) -> torch.Tensor:
-        """Pixel means of p(x | z) for ``num_samples`` draws ``z ~ p(z)``: ``(num_samples, D)``."""
+    def sample(self, num_samples: int, y: int | torch.Tensor | None = None) -> torch.Tensor:
+        """Pixel means of p(x | z [, y]) for ``num_samples`` draws ``z ~ p(z)``: ``(num_samples, D)``.
+
+        ``y`` (conditional VAE only): one class for every sample, or ``(num_samples,)`` classes.
+        """
         z = self.prior.dist().sample((num_samples,))
-        return self.decode(z).mean
+        if y is not None and self.config.num_classes:
+            y = torch.as_tensor(y, device=z.device).expand(num_samples)
+            if y.is_floating_point() or not bool(((y >= 0) & (y < self.config.num_classes)).all()):
+                raise InputError(f"sample: y must hold class labels 0..{self.config.num_classes - 1}, got {y}")
+        return self.decode(z, y).mean
+
+    def _with_labels(self, inputs: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """``[inputs | one_hot(y)]`` (the one-hot ``(B, C)`` broadcast over leading sample dimensions of ``inputs``)
+        for a conditional VAE; ``inputs`` themselves for a plain one."""
+        classes = self.config.num_classes
+        if (y is None) != (classes == 0):
+            raise InputError(
+                f"this VAE is conditional on {classes} classes: pass labels y"
+                if classes
+                else "this VAE is not conditional: it takes no labels y"
+            )
+        if y is None:
+            return inputs
+        one_hot = F.one_hot(y, classes).to(inputs.dtype)
+        return torch.cat([inputs, one_hot.expand(*inputs.shape[:-1], classes)], dim=-1)
+
+
+def _encoder_config(config: ModelConfig) -> ModelConfig:
+    """The guide's view of ``config``: a conditional VAE's encoder reads ``[x | one_hot(y)]``, ``D + C`` values."""
+    if config.num_classes == 0:
+        return config
+    width = config.x_dim + config.num_classes
+    return dataclasses.replace(config, x_dim=width, image_shape=(1, 1, width), num_classes=0)

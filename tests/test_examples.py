@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from idx_files import write_fake_mnist
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -65,3 +66,20 @@ def test_mc_vs_analytic_kl(tmp_path):
 def test_log_scale_vs_log_var(tmp_path):
     load_example("log_scale_vs_log_var").main(["--epochs", "1", "--out", str(tmp_path)])
     assert any(path.suffix == ".png" for path in tmp_path.rglob("*"))
+
+
+@pytest.mark.parametrize("name", ["iwae", "beta_vae_annealing"])
+def test_objective_examples(tmp_path, name):
+    rows = load_example(name).main(["--epochs", "1", "--k", "10", "--out", str(tmp_path / name)])
+    assert len(rows) >= 2 and all(np.isfinite(row["test_log_likelihood"]) for row in rows.values())
+
+
+def test_cvae_example(tmp_path):
+    result = load_example("cvae").main(["--epochs", "1", "--k", "10", "--out", str(tmp_path)])
+    assert 0.0 <= result["recognised"] <= 1.0 and np.isfinite(result["test_log_likelihood"])
+    assert any(path.suffix == ".png" for path in tmp_path.rglob("*"))
+
+
+def test_custom_model_guide_example(tmp_path):
+    result = load_example("custom_model_guide").main(["--epochs", "1", "--k", "10", "--out", str(tmp_path)])
+    assert len(result["history"]) == 1 and np.isfinite(result["test_log_likelihood"])
