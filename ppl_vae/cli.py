@@ -30,6 +30,15 @@ def parse_hidden(text: str) -> tuple[int, ...]:
         raise InputError(f"--hidden {text!r}: expected comma-separated integers, e.g. 128 or 256,128") from None
 
 
+def _add_evaluation_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--k", type=int, default=DEFAULTS_EVAL.k, help="importance samples per test example for log p(x)"
+    )
+    parser.add_argument(
+        "--eval-particles", type=int, default=DEFAULTS_EVAL.num_particles, help="samples per test example for the ELBO"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ppl-vae", description="Variational autoencoders with Pyro: train, evaluate.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -48,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--hidden", default="128", help="hidden-layer widths, comma-separated, data side first")
     train.add_argument("--lr", type=float, default=DEFAULTS_TRAIN.lr, help="Adam learning rate")
     train.add_argument(
-        "--elbo", default=DEFAULTS_TRAIN.elbo, help="trace | meanfield | jit | iwae | reference-mc | reference-analytic"
+        "--elbo",
+        default=DEFAULTS_TRAIN.elbo,
+        help="trace | meanfield | jit | iwae | stl | reference-mc | reference-analytic",
     )
     train.add_argument(
         "--num-particles",
@@ -76,15 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=DEFAULTS_TRAIN.seed)
     train.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda [cpu]")
     train.add_argument("--eval-every", type=int, default=DEFAULTS_TRAIN.eval_every, help="test ELBO every N epochs")
-    train.add_argument(
-        "--k", type=int, default=DEFAULTS_EVAL.k, help="importance samples per test example for log p(x)"
-    )
-    train.add_argument(
-        "--eval-particles",
-        type=int,
-        default=DEFAULTS_EVAL.num_particles,
-        help="samples per test example for the final ELBO",
-    )
+    _add_evaluation_flags(train)
     train.add_argument("--out", type=Path, default=None, help="run folder [runs/<data>-<time>]")
     train.add_argument(
         "--resume", action="store_true", help="continue the run in --out (its config.json; --epochs may extend it)"
@@ -96,12 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="reload a run folder and evaluate it", formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     evaluate.add_argument("run_dir", type=Path)
-    evaluate.add_argument(
-        "--k", type=int, default=DEFAULTS_EVAL.k, help="importance samples per test example for log p(x)"
-    )
-    evaluate.add_argument(
-        "--eval-particles", type=int, default=DEFAULTS_EVAL.num_particles, help="samples per test example for the ELBO"
-    )
+    _add_evaluation_flags(evaluate)
     evaluate.add_argument("--device", default="cpu")
     evaluate.add_argument(
         "--gap-examples",

@@ -2,6 +2,7 @@
 
 import pyro
 import pytest
+import torch
 
 from ppl_vae.data import load_dataset
 from ppl_vae.run import model_config_for
@@ -37,3 +38,12 @@ def trained_vae(digits):
     vae = VAE(model_config_for(digits, z_dim=4, hidden=(32,)))
     fit(vae, digits, TrainConfig(epochs=5, lr=3e-3, eval_every=5), progress=False)
     return vae
+
+
+@pytest.fixture
+def float64():
+    """Every new tensor float64 by default, for tests that compare numbers to tight tolerances."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)

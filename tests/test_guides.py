@@ -18,13 +18,8 @@ from ppl_vae.vae import VAE
 Z = 3
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    """Every tensor float64 by default: Pyro's autoregressive inverse allocates in the default dtype."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+# Pyro's autoregressive inverse allocates in the default dtype: every tensor float64 (fixture in conftest.py)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def make_guide(name: str, **options):

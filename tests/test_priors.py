@@ -11,14 +11,8 @@ from ppl_vae.guides import GUIDES
 from ppl_vae.priors import PRIORS
 from ppl_vae.vae import VAE
 
-
-@pytest.fixture(autouse=True)
-def float64():
-    """Every tensor float64 by default: Pyro's autoregressive inverse allocates in the default dtype."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+# Pyro's autoregressive inverse allocates in the default dtype: every tensor float64 (fixture in conftest.py)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def make_vae(prior: str, z_dim: int, guide: str = "diagonal", components: int = 3) -> VAE:
