@@ -169,9 +169,8 @@ def _train_epoch(
     batch_size = config.batch_size
     batches = list(minibatches(x_train.shape[0], batch_size, generator, device=x_train.device))
     if step.fixed_batch_shape and len(batches) > 1 and len(batches[-1]) != batch_size:
-        batches = batches[
-            :-1
-        ]  # a compiled step is traced for one batch shape; the remainder waits for the next shuffle
+        # a compiled step is traced for one batch shape; the remainder waits for the next shuffle
+        batches = batches[:-1]
     bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", leave=False, disable=not progress, unit="batch")
     for number, index in enumerate(bar):
         x = x_train[index]
