@@ -118,22 +118,26 @@ def train_run(config: RunConfig, run_dir: str | Path, *, resume: bool = False, p
     return metrics
 
 
-def evaluate_vae(vae: VAE, data: Dataset, evaluation: EvalConfig) -> dict:
-    """Test ELBO and IWAE log p(x) with their standard errors, nats per example (keys as in ``metrics.json``)."""
+def evaluate_vae(vae: VAE, data: Dataset, evaluation: EvalConfig, log_likelihood: bool = True) -> dict:
+    """Test ELBO and IWAE log p(x) with their standard errors, nats per example (keys as in ``metrics.json``).
+
+    ``log_likelihood=False`` leaves the IWAE estimate out, for a caller that gets it from the diagnostics' draws.
+    """
     device = next(vae.parameters()).device
     x_test = observed_test_set(data.x_test, vae.likelihood.binary).to(device)
     y_test = _labels(vae, data.y_test, device)
     test_elbo = elbo(vae.model, vae.guide, x_test, num_particles=evaluation.num_particles, y=y_test)
-    log_likelihood = iwae_log_likelihood(vae.model, vae.guide, x_test, k=evaluation.k, y=y_test)
-    return {
+    metrics = {
         "conditional": y_test is not None,
         "test_elbo": test_elbo.mean,
         "test_elbo_se": test_elbo.se,
-        "test_log_likelihood": log_likelihood.mean,
-        "test_log_likelihood_se": log_likelihood.se,
         "k": evaluation.k,
         "elbo_particles": evaluation.num_particles,
     }
+    if log_likelihood:
+        estimate = iwae_log_likelihood(vae.model, vae.guide, x_test, k=evaluation.k, y=y_test)
+        metrics.update(test_log_likelihood=estimate.mean, test_log_likelihood_se=estimate.se)
+    return metrics
 
 
 def evaluate_run(
@@ -143,7 +147,8 @@ def evaluate_run(
 
     With ``report`` (a :class:`~ppl_vae.report.ReportConfig`) also write the diagnostics report (``report.json``,
     ``report.md``, ``posterior.nc``, figures; see :mod:`ppl_vae.report`) with ``evaluation.k`` importance samples per
-    example; the returned dict then holds the contents of ``report.json`` under ``"report"``.
+    example; the returned dict then holds the contents of ``report.json`` under ``"report"``, and the IWAE estimate
+    in ``metrics.json`` is the report's (the same estimator with the same ``k``, computed once).
     """
     run_dir = read_run_folder(run_dir)
     config = load_config(run_dir)
@@ -151,16 +156,22 @@ def evaluate_run(
     data = load_data(config)
     if report is not None:
         report.check(evaluation.k, data.x_test.shape[0])
+    reporting = report is not None and not config.model.num_classes  # diagnose() passes no labels (yet)
     seed_everything(config.train.seed)
     metrics_path = run_dir / METRICS_FILE
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    metrics.update(evaluate_vae(vae, data, evaluation))
+    metrics.update(evaluate_vae(vae, data, evaluation, log_likelihood=not reporting))
+    if reporting:
+        written = write_report(vae, data, run_dir, evaluation.k, report)
+        metrics.update(
+            test_log_likelihood=written["log_likelihood"], test_log_likelihood_se=written["log_likelihood_se"]
+        )
     save_json(metrics_path, metrics)
-    if report is None:
-        return metrics
-    if config.model.num_classes:  # diagnose() and friends call model(x) / guide(x) without labels
+    if reporting:
+        return {**metrics, "report": written}
+    if report is not None:
         return {**metrics, "report_skipped": "the diagnostics report does not pass labels to a conditional VAE yet"}
-    return {**metrics, "report": write_report(vae, data, run_dir, evaluation.k, report)}
+    return metrics
 
 
 def draw_figures(vae: VAE, data: Dataset, history: list[dict], run_dir: Path, num_images: int = 32) -> list[Path]:
