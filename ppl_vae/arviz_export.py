@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from ppl_vae.diagnostics import effective_sample_size, import_arviz, pareto_khat
-from ppl_vae.evaluate import MAX_ELEMENTS, importance_traces, sample_chunks, sum_log_probs
+from ppl_vae.evaluate import MAX_ELEMENTS, sample_chunks
+from ppl_vae.programs import importance_traces, trace_log_prob
 
 
 def to_inference_data(vae, x: torch.Tensor, num_samples: int, batch_size: int = 256, max_elements: int = MAX_ELEMENTS):
@@ -87,8 +88,8 @@ def to_inference_data(vae, x: torch.Tensor, num_samples: int, batch_size: int = 
 
 def _draw(model, guide, x: torch.Tensor, num_samples: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``z`` ``(S, B, z_dim)``, ``log p(x | z)`` ``(S, B)`` and the log weights ``(S, B)`` of one pass."""
-    guide_trace, model_trace = importance_traces(model, guide, x, num_samples)
-    expected = (num_samples, x.shape[0])
-    observed = model_trace.nodes["x"]
-    log_weight = sum_log_probs(model_trace, expected) - sum_log_probs(guide_trace, expected)
-    return guide_trace.nodes["z"]["value"], observed["fn"].log_prob(observed["value"]), log_weight
+    guide_trace, model_trace, sites = importance_traces(model, guide, x, num_samples)
+    shape = (num_samples, x.shape[0])
+    log_weight = trace_log_prob(model_trace, sites, shape) - trace_log_prob(guide_trace, sites, shape)
+    log_likelihood = trace_log_prob(model_trace, sites, shape, names=sites.observed)
+    return guide_trace.nodes["z"]["value"], log_likelihood, log_weight

@@ -43,7 +43,8 @@ import torch
 from torch.distributions import Independent, kl_divergence
 
 from ppl_vae.errors import InputError
-from ppl_vae.evaluate import MAX_ELEMENTS, Estimate, importance_traces, log_weights_per_example
+from ppl_vae.evaluate import MAX_ELEMENTS, Estimate, log_weights_per_example
+from ppl_vae.programs import importance_traces
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 """A latent dimension is active when ``Var_x(E_q[z_j | x])`` exceeds this (Burda et al. 2015)."""
@@ -109,7 +110,7 @@ def latent_usage(model: Callable, guide: Callable, x: torch.Tensor, batch_size: 
     """
     kl, means = [], []
     for start in range(0, x.shape[0], batch_size):
-        guide_trace, model_trace = importance_traces(model, guide, x[start : start + batch_size], 1)
+        guide_trace, model_trace, _ = importance_traces(model, guide, x[start : start + batch_size], 1)
         q_z = _factors(guide_trace.nodes["z"]["fn"], "guide")
         p_z = _factors(model_trace.nodes["z"]["fn"], "model")
         try:

@@ -32,7 +32,8 @@ import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO
 
-from ppl_vae.evaluate import MAX_ELEMENTS, Estimate, elbo, importance_traces, sample_chunks, sum_log_probs
+from ppl_vae.evaluate import MAX_ELEMENTS, Estimate, elbo, sample_chunks
+from ppl_vae.programs import IMPORTANCE_PLATE, importance_traces, inspect_programs, trace_log_prob
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ def fit_local_guide(
     taken with respect to the local parameters alone). The examples' ELBOs are summed, so each example's parameters
     follow their own ELBO.
     """
-    guide_trace, _ = importance_traces(model, guide, x, 1)
+    guide_trace, _, _ = importance_traces(model, guide, x, 1)
     start = guide_trace.nodes["z"]["fn"]
     loc = start.mean[0].detach().clone().requires_grad_(True)
     log_scale = start.stddev[0].detach().log().clone().requires_grad_(True)
@@ -128,16 +129,17 @@ def mixture_log_likelihood(
     shape = (x.shape[0],)
     running = torch.full(shape, -math.inf, dtype=x.dtype, device=x.device)
     per_guide = max(1, k // len(guides))
+    sites = inspect_programs(model, guides[0], x)
     for source in guides:
         for size in sample_chunks(x, per_guide, max_elements):
-            source_trace, model_trace = importance_traces(model, source, x, size)
+            source_trace, model_trace, _ = importance_traces(model, source, x, size, sites=sites)
             log_q = []
             for other in guides:
-                with torch.no_grad(), pyro.plate("importance_samples", size, dim=-2):
+                with torch.no_grad(), pyro.plate(IMPORTANCE_PLATE, size, dim=sites.sample_dim):
                     replayed = poutine.trace(poutine.replay(other, trace=source_trace)).get_trace(x)
-                log_q.append(sum_log_probs(replayed, (size, *shape)))
+                log_q.append(trace_log_prob(replayed, sites, (size, *shape)))
             log_mixture = torch.logsumexp(torch.stack(log_q), dim=0) - math.log(len(guides))
-            log_weights = sum_log_probs(model_trace, (size, *shape)) - log_mixture
+            log_weights = trace_log_prob(model_trace, sites, (size, *shape)) - log_mixture
             running = torch.logaddexp(running, torch.logsumexp(log_weights, dim=0))
     return running - math.log(per_guide * len(guides))
 
