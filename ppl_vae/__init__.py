@@ -11,15 +11,16 @@ Example::
 """
 
 from ppl_vae.arviz_export import to_inference_data
-from ppl_vae.config import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
+from ppl_vae.config import DataConfig, EvalConfig, ModelConfig, ProgramSpec, RunConfig, TrainConfig
 from ppl_vae.data import Dataset, load_dataset
 from ppl_vae.diagnostics import Diagnostics, diagnose
 from ppl_vae.errors import InputError
 from ppl_vae.evaluate import Estimate, elbo, iwae_log_likelihood, log_importance_weights, observed_test_set
 from ppl_vae.inference_gap import InferenceGap, inference_gap
 from ppl_vae.report import ReportConfig, write_report
-from ppl_vae.run import evaluate_run, load, model_config_for, train_run
+from ppl_vae.run import evaluate_run, load, model_config_for, program_spec_for, train_run
 from ppl_vae.train import fit
+from ppl_vae.user_program import UserProgram
 from ppl_vae.vae import VAE
 
 __all__ = [
@@ -32,9 +33,11 @@ __all__ = [
     "InferenceGap",
     "InputError",
     "ModelConfig",
+    "ProgramSpec",
     "ReportConfig",
     "RunConfig",
     "TrainConfig",
+    "UserProgram",
     "diagnose",
     "elbo",
     "evaluate_run",
@@ -46,6 +49,7 @@ __all__ = [
     "log_importance_weights",
     "model_config_for",
     "observed_test_set",
+    "program_spec_for",
     "to_inference_data",
     "train_run",
     "write_report",

@@ -17,6 +17,7 @@ from ppl_vae.report import ReportConfig
 DEFAULTS_TRAIN = TrainConfig()
 DEFAULTS_EVAL = EvalConfig()
 DEFAULTS_REPORT = ReportConfig()
+DEFAULTS_MODEL = {field.name: field.default for field in dataclasses.fields(ModelConfig)}
 
 
 def parse_hidden(text: str) -> tuple[int, ...]:
@@ -53,8 +54,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--epochs", type=int, default=None, help=f"passes over the training set [{DEFAULTS_TRAIN.epochs}]"
     )
     train.add_argument("--batch-size", type=int, default=DEFAULTS_TRAIN.batch_size)
-    train.add_argument("--z-dim", type=int, default=8, help="latent dimensions")
-    train.add_argument("--hidden", default="128", help="hidden-layer widths, comma-separated, data side first")
+    train.add_argument(
+        "--program",
+        default=None,
+        metavar="MODULE:FUNCTION",
+        help="train your own model and guide: build(spec) -> ppl_vae.UserProgram (see ppl_vae.user_program); "
+        "the built-in VAE's options (--z-dim ... --flow-layers, --conditional) do not apply",
+    )
+    train.add_argument(
+        "--program-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of --program, in spec.args (VALUE read as JSON if it parses, else a string); repeatable",
+    )
+    train.add_argument("--z-dim", type=int, default=None, help=f"latent dimensions [{DEFAULTS_MODEL['z_dim']}]")
+    train.add_argument("--hidden", default=None, help="hidden-layer widths, comma-separated, data side first [128]")
     train.add_argument("--lr", type=float, default=DEFAULTS_TRAIN.lr, help="Adam learning rate")
     train.add_argument(
         "--elbo",
@@ -82,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--conditional", action="store_true", help="conditional VAE: one-hot labels into encoder and decoder"
     )
-    train.add_argument("--scale-param", default="log_scale", help="guide scale head: log_scale | log_var | softplus")
+    train.add_argument(
+        "--scale-param", default=None, help="guide scale head: log_scale | log_var | softplus [log_scale]"
+    )
     _add_part_flags(train)
     train.add_argument("--seed", type=int, default=DEFAULTS_TRAIN.seed)
     train.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda [cpu]")
@@ -92,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--resume", action="store_true", help="continue the run in --out (its config.json; --epochs may extend it)"
     )
+    _add_trust_flag(train, "--resume")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     train.set_defaults(handler=command_train)
 
@@ -100,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("run_dir", type=Path)
     _add_evaluation_flags(evaluate)
+    _add_trust_flag(evaluate, "evaluating RUN_DIR")
     evaluate.add_argument("--device", default="cpu")
     evaluate.add_argument(
         "--gap-examples",
@@ -124,6 +143,18 @@ def build_parser() -> argparse.ArgumentParser:
 PART_FIELDS = ("likelihood", "prior", "guide", "net", "pixel_scale", "prior_components", "rank", "flow_layers")
 """The ModelConfig fields set by the part flags (``--likelihood`` ... ``--flow-layers``)."""
 
+MODEL_FIELDS = ("z_dim", "hidden", "scale_param", *PART_FIELDS)
+"""The ModelConfig fields set by ``ppl-vae train``'s model flags; ``None`` (the flag's default) means not given."""
+
+
+def _add_trust_flag(parser: argparse.ArgumentParser, when: str) -> None:
+    parser.add_argument(
+        "--trust-program",
+        action="store_true",
+        help=f"allow {when} to import and run the program a run folder names (see --program); "
+        "only for run folders you trust",
+    )
+
 
 def _add_part_flags(parser: argparse.ArgumentParser) -> None:
     """``--likelihood --prior --guide --net`` (their names listed from the registries) and the parts' options."""
@@ -132,22 +163,30 @@ def _add_part_flags(parser: argparse.ArgumentParser) -> None:
     from ppl_vae.nets import NETS
     from ppl_vae.priors import PRIORS
 
-    default = {field.name: field.default for field in dataclasses.fields(ModelConfig)}
+    default = DEFAULTS_MODEL
     for name, registry in (("likelihood", LIKELIHOODS), ("prior", PRIORS), ("guide", GUIDES), ("net", NETS)):
-        parser.add_argument(f"--{name}", default=default[name], help=" | ".join(sorted(registry)))
+        parser.add_argument(f"--{name}", default=None, help=f"{' | '.join(sorted(registry))} [{default[name]}]")
     parser.add_argument(
-        "--pixel-scale", type=float, default=default["pixel_scale"], help="scale of --likelihood gaussian, laplace"
+        "--pixel-scale",
+        type=float,
+        default=None,
+        help=f"scale of --likelihood gaussian, laplace [{default['pixel_scale']}]",
     )
     parser.add_argument(
-        "--prior-components", type=int, default=default["prior_components"], help="K of --prior mog, vamp"
+        "--prior-components", type=int, default=None, help=f"K of --prior mog, vamp [{default['prior_components']}]"
     )
-    parser.add_argument("--rank", type=int, default=default["rank"], help="covariance rank of --guide lowrank")
-    parser.add_argument("--flow-layers", type=int, default=default["flow_layers"], help="flows of --guide iaf")
+    parser.add_argument(
+        "--rank", type=int, default=None, help=f"covariance rank of --guide lowrank [{default['rank']}]"
+    )
+    parser.add_argument(
+        "--flow-layers", type=int, default=None, help=f"flows of --guide iaf [{default['flow_layers']}]"
+    )
 
 
 def _config_from_args(args) -> RunConfig:
     from ppl_vae.data import load_dataset
-    from ppl_vae.run import model_config_for
+    from ppl_vae.run import model_config_for, program_spec_for
+    from ppl_vae.user_program import parse_program_args
 
     train = TrainConfig(
         epochs=DEFAULTS_TRAIN.epochs if args.epochs is None else args.epochs,
@@ -163,13 +202,25 @@ def _config_from_args(args) -> RunConfig:
         eval_every=args.eval_every,
     )
     evaluation = EvalConfig(k=args.k, num_particles=args.eval_particles)
-    hidden = parse_hidden(args.hidden)
+    options = {name: getattr(args, name) for name in MODEL_FIELDS if getattr(args, name) is not None}
+    if args.program is not None:
+        given = [f"--{name.replace('_', '-')}" for name in options] + ["--conditional"] * args.conditional
+        if given:
+            raise InputError(
+                f"{', '.join(given)}: --program builds its own model and guide; leave these out (pass the program's "
+                "options as --program-arg KEY=VALUE)"
+            )
+        program_args = parse_program_args(args.program_arg)  # before the data set loads: a typo fails at once
+    elif args.program_arg:
+        raise InputError("--program-arg needs --program MODULE:FUNCTION: it is an option of your own program")
+    if "hidden" in options:
+        options["hidden"] = parse_hidden(options["hidden"])
     data_config = DataConfig(name=args.data, root=args.data_root, download=args.download)
     data = load_dataset(data_config.name, root=data_config.root, download=data_config.download)
-    parts = {name: getattr(args, name) for name in PART_FIELDS}
-    model = model_config_for(
-        data, conditional=args.conditional, z_dim=args.z_dim, hidden=hidden, scale_param=args.scale_param, **parts
-    )
+    if args.program is not None:
+        spec = program_spec_for(data, args.program, program_args)
+        return RunConfig(program=spec, data=data_config, train=train, evaluation=evaluation)
+    model = model_config_for(data, conditional=args.conditional, **options)
     return RunConfig(model=model, data=data_config, train=train, evaluation=evaluation)
 
 
@@ -179,6 +230,10 @@ def command_train(args) -> None:
     if args.resume:
         if args.out is None:
             raise InputError("--resume needs --out RUN_DIR: the run folder to continue")
+        if args.program is not None or args.program_arg:
+            raise InputError(
+                "--resume continues the program named in the run folder's config.json: leave out --program"
+            )
         config = load_config(args.out)
         changes = {"epochs": args.epochs} if args.epochs is not None else {}
         if args.device is not None:
@@ -188,7 +243,9 @@ def command_train(args) -> None:
         config = _config_from_args(args)
     run_dir = args.out or default_run_dir(config.data.name)
     try:
-        metrics = train_run(config, run_dir, resume=args.resume, progress=not args.no_progress)
+        metrics = train_run(
+            config, run_dir, resume=args.resume, progress=not args.no_progress, trust_program=args.trust_program
+        )
     except KeyboardInterrupt:
         print(f"\ninterrupted: continue with  ppl-vae train --resume --out {run_dir}", file=sys.stderr)
         raise SystemExit(130) from None
@@ -202,7 +259,9 @@ def command_evaluate(args) -> None:
 
     evaluation = EvalConfig(k=args.k, num_particles=args.eval_particles)
     report = ReportConfig(gap_examples=args.gap_examples, gap_steps=args.gap_steps, draws=args.draws)
-    metrics = evaluate_run(args.run_dir, evaluation, device=args.device, report=report)
+    metrics = evaluate_run(
+        args.run_dir, evaluation, device=args.device, report=report, trust_program=args.trust_program
+    )
     print_metrics(metrics)
     print()
     if "report_skipped" in metrics:
@@ -225,6 +284,7 @@ def _add_compare_kl(commands) -> None:
     kl.add_argument("--data-root", default=None, help="folder of torchvision data sets")
     kl.add_argument("--download", action="store_true", help="let torchvision download the data set")
     kl.add_argument("--run", type=Path, default=None, help="study the trained VAE of this run folder (and its data)")
+    _add_trust_flag(kl, "--run")
     kl.add_argument("--z-dim", type=int, default=None, help="latent dimensions of a fresh VAE [8]")
     kl.add_argument("--hidden", default=None, help="hidden-layer widths of a fresh VAE, comma-separated [128]")
     kl.add_argument("--scale-param", default=None, help="head of a fresh VAE: log_scale | log_var | softplus")
@@ -261,6 +321,7 @@ def command_compare_kl(args) -> None:
     options["hidden"] = parse_hidden(args.hidden) if args.hidden is not None else None
     vae, data = lab.prepare(
         run_dir=args.run,
+        trust_program=args.trust_program,
         data_name=args.data,
         data_root=args.data_root,
         download=args.download,

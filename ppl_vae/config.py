@@ -1,7 +1,11 @@
 """Run configuration: frozen dataclasses, checked when built, saved as JSON beside the weights.
 
-A run is ``RunConfig(data, model, train, evaluation)``. Every value is checked in ``__post_init__``, so a bad flag or a
-hand-edited ``config.json`` fails at once with an :class:`~ppl_vae.errors.InputError` naming the value.
+A run is ``RunConfig(model, data, train, evaluation, program)`` with exactly one of ``model`` (the built-in VAE's
+:class:`ModelConfig`) and ``program`` (a :class:`ProgramSpec`: the import path of a user's ``build`` function, its
+arguments and the data's size; see :mod:`ppl_vae.user_program`). ``config.json`` holds every section; the one not in use
+is ``null``. A ``config.json`` written before programs existed has no ``program`` key and loads as a built-in run.
+Every value is checked in ``__post_init__``, so a bad flag or a hand-edited ``config.json`` fails at once with an
+:class:`~ppl_vae.errors.InputError` naming the value.
 
 Example::
 
@@ -32,6 +36,14 @@ def require_int(value: Any, flag: str, least: int = 1) -> None:
     require(
         isinstance(value, int) and not isinstance(value, bool) and value >= least,
         f"{flag} must be an integer >= {least}, got {value!r}",
+    )
+
+
+def require_image_shape(x_dim: int, image_shape: tuple) -> None:
+    """``image_shape`` must be ``(C, H, W)`` with ``C * H * W == x_dim``."""
+    require(
+        len(image_shape) == 3 and math.prod(image_shape) == x_dim,
+        f"image_shape {image_shape} must be (C, H, W) with C*H*W == x_dim == {x_dim}",
     )
 
 
@@ -102,10 +114,7 @@ class ModelConfig:
         require(len(self.hidden) >= 1, "--hidden must list at least one layer width, e.g. --hidden 128 or 256,128")
         for width in self.hidden:
             require_int(width, "--hidden widths")
-        require(
-            len(self.image_shape) == 3 and math.prod(self.image_shape) == self.x_dim,
-            f"image_shape {self.image_shape} must be (C, H, W) with C*H*W == x_dim == {self.x_dim}",
-        )
+        require_image_shape(self.x_dim, self.image_shape)
         require_registered(LIKELIHOODS, self.likelihood, "--likelihood")
         require_registered(PRIORS, self.prior, "--prior")
         require_registered(GUIDES, self.guide, "--guide")
@@ -207,28 +216,94 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    """Everything needed to rebuild a run: data, model, training and evaluation settings."""
+class ProgramSpec:
+    """A user's program in a run: which ``build`` function to import, with which arguments, for which data.
 
-    model: ModelConfig
+    ``build(spec)`` receives this object (see :mod:`ppl_vae.user_program`), so it can size its networks from the data.
+
+    Attributes:
+        path: ``"package.module:function"``, imported as Python imports any module (``--program``).
+        x_dim: pixels per example ``D`` of the data set.
+        image_shape: ``(C, H, W)`` with ``C * H * W == x_dim``.
+        num_classes: the data set's classes (0: no labels).
+        args: the program's options (``--program-arg key=value``): identifier keys, JSON values (numbers, strings,
+            booleans, null, lists, objects). Read them, do not change them.
+    """
+
+    path: str
+    x_dim: int
+    image_shape: tuple[int, int, int]
+    num_classes: int = 0
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        module, colon, function = self.path.partition(":") if isinstance(self.path, str) else ("", "", "")
+        require(
+            colon == ":" and all(part.isidentifier() for part in module.split(".")) and function.isidentifier(),
+            f"--program {self.path!r}: expected package.module:function, e.g. mypackage.models:build",
+        )
+        object.__setattr__(self, "image_shape", tuple(self.image_shape))
+        require_int(self.x_dim, "x_dim")
+        require_image_shape(self.x_dim, self.image_shape)
+        require_int(self.num_classes, "num_classes (0: no labels)", least=0)
+        require(isinstance(self.args, dict), f"program args must be a JSON object, got {self.args!r}")
+        for key in self.args:
+            require(
+                isinstance(key, str) and key.isidentifier(),
+                f"--program-arg key {key!r} is not a Python identifier (letters, digits, _; not first a digit)",
+            )
+        try:  # a copy in plain JSON types, so that config.json reads back equal
+            args = json.loads(json.dumps(self.args, allow_nan=False))
+        except (TypeError, ValueError) as error:
+            message = f"program args must be JSON values (finite numbers, strings, lists, ...): {error}"
+            raise InputError(message) from None
+        object.__setattr__(self, "args", args)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything needed to rebuild a run: the model (built-in) or the program (a user's), data, training and
+    evaluation settings. Exactly one of ``model`` and ``program`` is given."""
+
+    model: ModelConfig | None = None
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
+    program: ProgramSpec | None = None
+
+    def __post_init__(self):
+        require(
+            (self.model is None) != (self.program is None),
+            "a run has either a model (the built-in VAE) or a program (a user's), "
+            f"got {'both' if self.model is not None else 'neither'}",
+        )
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> RunConfig:
-        """Parse and check a ``config.json``; unknown or missing keys are an :class:`InputError`."""
+        """Parse and check a ``config.json``; unknown or missing keys are an :class:`InputError`.
+
+        ``data``, ``train`` and ``evaluation`` are required; ``model`` and ``program`` may be absent or ``null``, and
+        exactly one of them must be given.
+        """
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as error:
             raise InputError(f"config is not valid JSON: {error}") from None
         require(isinstance(raw, dict), f"config must be a JSON object, got {type(raw).__name__}")
-        sections = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "evaluation": EvalConfig}
-        require(set(raw) == set(sections), f"config has sections {sorted(raw)}, expected {sorted(sections)}")
-        return cls(**{name: _from_dict(kind, raw[name], name) for name, kind in sections.items()})
+        required = {"data": DataConfig, "train": TrainConfig, "evaluation": EvalConfig}
+        optional = {"model": ModelConfig, "program": ProgramSpec}
+        require(
+            set(required) <= set(raw) <= set(required) | set(optional),
+            f"config has sections {sorted(raw)}, expected {sorted(required)} and one of {sorted(optional)}",
+        )
+        sections = {name: _from_dict(kind, raw[name], name) for name, kind in required.items()}
+        for name, kind in optional.items():
+            if raw.get(name) is not None:
+                sections[name] = _from_dict(kind, raw[name], name)
+        return cls(**sections)
 
 
 def _from_dict(kind, values: Any, section: str):

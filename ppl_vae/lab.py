@@ -17,7 +17,8 @@ mean zero, so they differ in variance, not in value. :func:`compare_kl` measures
 - at fixed parameters, on one fixed minibatch of ``B`` test images, ``R`` repetitions of each estimator give the mean
   ELBO (nats per example) with its standard error, the gradient variance (the per-coordinate variance over the ``R``
   repetitions of the gradient of the per-example loss ``-ELBO``, summed over the encoder's and over the decoder's
-  parameters) and the time of one loss-and-gradient evaluation;
+  parameters; for a user's program (:class:`~ppl_vae.user_program.UserProgram`) over each of its modules) and the
+  time of one loss-and-gradient evaluation;
 - then each estimator trains ``E`` epochs from the same initial weights (:func:`ppl_vae.train.fit`, same seed, same
   minibatches) and its test ELBO is recorded after every epoch.
 
@@ -58,8 +59,9 @@ from ppl_vae.data import Dataset
 from ppl_vae.errors import InputError
 from ppl_vae.evaluate import observed_test_set
 from ppl_vae.heads import HEADS, convert
-from ppl_vae.objectives import OBJECTIVES, make_step
+from ppl_vae.objectives import OBJECTIVES, Programs, make_step
 from ppl_vae.train import fit, seed_everything
+from ppl_vae.user_program import UserProgram, as_user_program, fit_program
 from ppl_vae.vae import VAE
 
 ESTIMATORS = ("trace", "meanfield", "reference-analytic", "reference-mc", "stl")
@@ -217,25 +219,40 @@ def _flat_gradient(parameters: list[nn.Parameter]) -> torch.Tensor:
     return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in parameters])
 
 
-def measure_estimator(vae: VAE, estimator: str, x: torch.Tensor, settings: LabConfig) -> dict:
-    """``R`` evaluations of ``estimator`` on the minibatch ``x`` at the VAE's current parameters (left unchanged).
+def parameter_groups(vae: VAE | UserProgram) -> dict[str, list[nn.Parameter]]:
+    """The parameters whose gradient variance :func:`measure_estimator` reports, by group: the built-in VAE's
+    ``encoder`` and ``decoder``; a user's program's modules, one group per name of a dict of modules (a single module
+    is one group, ``modules``)."""
+    if isinstance(vae, VAE):
+        return {"encoder": list(vae.encoder.parameters()), "decoder": list(vae.decoder.parameters())}
+    if isinstance(vae.modules, nn.ModuleDict):
+        return {name: list(module.parameters()) for name, module in vae.modules.items()}
+    return {"modules": list(vae.modules.parameters())}
+
+
+def measure_estimator(vae: VAE | UserProgram, estimator: str, x: torch.Tensor, settings: LabConfig) -> dict:
+    """``R`` evaluations of ``estimator`` on the minibatch ``x`` at the current parameters (left unchanged) of the
+    VAE or a user's program.
 
     Returns:
         ``elbo_mean``, ``elbo_se``: the minibatch ELBO estimate, nats per example, mean and standard error over R;
-        ``grad_var_encoder``, ``grad_var_decoder``: ``sum_i Var[d loss / d theta_i]`` over R for the per-example loss
-        ``-ELBO / B``, summed over the encoder's (the decoder's) parameters, nats^2 per example^2 per parameter unit;
+        ``grad_var_<group>`` for each group of :func:`parameter_groups` (``grad_var_encoder``, ``grad_var_decoder``
+        for the VAE): ``sum_i Var[d loss / d theta_i]`` over R for the per-example loss ``-ELBO / B``, summed over
+        that group's parameters, nats^2 per example^2 per parameter unit;
         ``ms_per_step``: median milliseconds of one loss-and-gradient evaluation (no optimizer update).
 
     The RNG is seeded with ``settings.seed`` first, so estimators that draw z the same way (all five defaults do) see
     the same noise: their differences are paired, not blurred by independent draws.
     """
-    step = make_step(vae, settings.train_config(estimator))
-    parts = {"encoder": list(vae.encoder.parameters()), "decoder": list(vae.decoder.parameters())}
+    programs = vae if isinstance(vae, VAE) else Programs(vae.model, vae.guide)
+    step = make_step(programs, settings.train_config(estimator))
+    modules = as_user_program(vae).modules
+    parts = parameter_groups(vae)
     variances = {part: _GradientVariance() for part in parts}
     elbos, milliseconds = [], []
     seed_everything(settings.seed)
     for _ in range(settings.repetitions):
-        vae.zero_grad(set_to_none=True)
+        modules.zero_grad(set_to_none=True)
         started = time.perf_counter()
         loss = step.loss(x) / x.shape[0]
         loss.backward()
@@ -243,25 +260,30 @@ def measure_estimator(vae: VAE, estimator: str, x: torch.Tensor, settings: LabCo
         elbos.append(-loss.item())
         for part, parameters in parts.items():
             variances[part].add(_flat_gradient(parameters))
-    vae.zero_grad(set_to_none=True)
+    modules.zero_grad(set_to_none=True)
     return {
         "elbo_mean": statistics.fmean(elbos),
         "elbo_se": statistics.stdev(elbos) / math.sqrt(len(elbos)),
-        "grad_var_encoder": variances["encoder"].summed(),
-        "grad_var_decoder": variances["decoder"].summed(),
+        **{f"grad_var_{part}": variance.summed() for part, variance in variances.items()},
         "ms_per_step": statistics.median(milliseconds),
     }
 
 
 def _train_from(
-    vae: VAE, initial_state: dict, data: Dataset, train_config: TrainConfig, source_head: str | None = None
+    vae: VAE | UserProgram,
+    initial_state: dict,
+    data: Dataset,
+    train_config: TrainConfig,
+    source_head: str | None = None,
 ) -> dict:
-    """Train ``vae`` from ``initial_state`` (heads aligned to ``source_head`` if given); curves and time per step."""
+    """Train ``vae`` (or a user's program) from ``initial_state`` (heads aligned to ``source_head`` if given); curves
+    and time per step."""
     seed_everything(train_config.seed)
-    vae.load_state_dict(initial_state)
+    as_user_program(vae).modules.load_state_dict(initial_state)
     if source_head is not None:
         start_heads_alike(vae, source_head)
-    history = fit(vae, data, train_config, progress=False)
+    train = fit if isinstance(vae, VAE) else fit_program
+    history = train(vae, data, train_config, progress=False)
     steps = math.ceil(data.x_train.shape[0] / train_config.batch_size) * len(history)
     return {
         "test_elbo_curve": [record["test_elbo"] for record in history],
@@ -270,30 +292,42 @@ def _train_from(
     }
 
 
-def compare_kl(vae: VAE, data: Dataset, settings: LabConfig, heads: bool = False, progress: bool = True) -> dict:
-    """Compare the estimators of ``settings.estimators`` on ``vae`` (fresh or trained) and ``data``.
+def compare_kl(
+    vae: VAE | UserProgram, data: Dataset, settings: LabConfig, heads: bool = False, progress: bool = True
+) -> dict:
+    """Compare the estimators of ``settings.estimators`` on ``vae`` (fresh or trained; or a user's program without
+    labels) and ``data``.
 
-    At the VAE's current parameters, on the first ``B`` test images, each estimator is evaluated ``R`` times
-    (:func:`measure_estimator`); then, if ``E >= 1``, a copy of the VAE trains ``E`` epochs from these same weights
-    under each estimator. With ``heads=True`` :func:`compare_heads` runs too (key ``heads``).
+    At the current parameters, on the first ``B`` test images, each estimator is evaluated ``R`` times
+    (:func:`measure_estimator`); then, if ``E >= 1``, a copy of the VAE (a user's program: the program itself, its
+    weights restored afterwards) trains ``E`` epochs from these same weights under each estimator. With
+    ``heads=True`` (built-in VAE only) :func:`compare_heads` runs too (key ``heads``).
 
     Returns:
         A JSON-ready dict: ``estimators`` (one dict per estimator: ``name``, ``elbo_mean``, ``elbo_se``,
-        ``grad_var_encoder``, ``grad_var_decoder``, ``ms_per_step``, ``test_elbo_curve`` (one number per epoch,
-        nats per example), ``train_ms_per_step``), ``agreement`` (each estimator's ELBO against the analytic one,
-        in standard errors), ``meanfield_kl`` (site -> closed form used), ``meanfield_note``, ``settings``, ``model``.
+        ``grad_var_<group>`` for each of ``parameter_groups``, ``ms_per_step``, ``test_elbo_curve`` (one number per
+        epoch, nats per example), ``train_ms_per_step``), ``agreement`` (each estimator's ELBO against the analytic
+        one, in standard errors), ``meanfield_kl`` (site -> closed form used), ``meanfield_note``, ``settings``,
+        ``model`` (the VAE's :class:`~ppl_vae.config.ModelConfig`; ``None`` for a program), ``parameter_groups``.
     """
+    program = as_user_program(vae)
+    if program.labels:
+        raise InputError("compare-kl measures programs without labels; this one takes labels y (a conditional model)")
+    if heads and not isinstance(vae, VAE):
+        raise InputError("--heads rebuilds the built-in VAE with each scale head: a user's program has none")
     device = torch.device(settings.device)
-    vae.to(device)
-    x = observed_test_set(data.x_test, vae.likelihood.binary)[: settings.batch_size].to(device)
-    initial_state = {name: value.detach().clone() for name, value in vae.state_dict().items()}
-    kl_sites = analytic_kl_sites(vae.model, vae.guide, x)
+    program.modules.to(device)
+    x = observed_test_set(data.x_test, program.binary)[: settings.batch_size].to(device)
+    initial_state = {name: value.detach().clone() for name, value in program.modules.state_dict().items()}
+    kl_sites = analytic_kl_sites(program.model, program.guide, x)
     rows = []
     for estimator in settings.estimators:
         started = time.perf_counter()
         row = {"name": estimator, **measure_estimator(vae, estimator, x, settings)}
         if settings.epochs >= 1:
-            row.update(_train_from(VAE(vae.config), initial_state, data, settings.train_config(estimator)))
+            student = VAE(vae.config) if isinstance(vae, VAE) else vae  # a program trains in place
+            row.update(_train_from(student, initial_state, data, settings.train_config(estimator)))
+            program.modules.load_state_dict(initial_state)  # the next estimator is measured at the same weights
         else:
             row.update(test_elbo_curve=[], train_elbo_curve=[], train_ms_per_step=None)
         rows.append(row)
@@ -301,7 +335,8 @@ def compare_kl(vae: VAE, data: Dataset, settings: LabConfig, heads: bool = False
             print(f"  {estimator}: measured and trained in {time.perf_counter() - started:.1f} s", flush=True)
     result = {
         "data": data.name,
-        "model": dataclasses.asdict(vae.config),
+        "model": dataclasses.asdict(vae.config) if isinstance(vae, VAE) else None,
+        "parameter_groups": list(parameter_groups(vae)),
         "settings": dataclasses.asdict(settings),
         "fixed_minibatch": f"the first {x.shape[0]} test images",
         "meanfield_kl": kl_sites,
@@ -393,23 +428,29 @@ def compare_heads(vae: VAE, data: Dataset, settings: LabConfig, progress: bool =
 # --- report --------------------------------------------------------------------------------------------------------
 def format_report(result: dict) -> str:
     """The result as Markdown: the estimator table, the agreement check, the meanfield note, the heads table."""
-    settings = result["settings"]
+    settings, model, groups = result["settings"], result["model"], result["parameter_groups"]
+    what = (
+        f"a user's program (parameter groups {', '.join(groups)})"
+        if model is None
+        else f"z_dim {model['z_dim']}, hidden {tuple(model['hidden'])}, head {model['scale_param']}"
+    )
     lines = [
-        f"Data {result['data']}, z_dim {result['model']['z_dim']}, hidden {tuple(result['model']['hidden'])}, "
-        f"head {result['model']['scale_param']}; {settings['repetitions']} repetitions on "
+        f"Data {result['data']}, {what}; {settings['repetitions']} repetitions on "
         f"{result['fixed_minibatch']}; {settings['num_particles']} particle(s); training {settings['epochs']} epochs, "
         f"batch {settings['batch_size']}, lr {settings['lr']}, seed {settings['seed']}.",
         "",
-        "| estimator | ELBO (nats per example) | std. error | grad. var. encoder | grad. var. decoder "
-        "| ms per gradient | ms per training step | test ELBO after last epoch (nats per example) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| estimator | ELBO (nats per example) | std. error | "
+        + "".join(f"grad. var. {group} | " for group in groups)
+        + "ms per gradient | ms per training step | test ELBO after last epoch (nats per example) |",
+        "|---|---:|---:|" + "---:|" * len(groups) + "---:|---:|---:|",
     ]
     for row in result["estimators"]:
         final = f"{row['test_elbo_curve'][-1]:.3f}" if row["test_elbo_curve"] else "-"
         train_ms = f"{row['train_ms_per_step']:.2f}" if row["train_ms_per_step"] is not None else "-"
+        variances = "".join(f"{row[f'grad_var_{group}']:.4g} | " for group in groups)
         lines.append(
-            f"| {row['name']} | {row['elbo_mean']:.3f} | {row['elbo_se']:.3f} | {row['grad_var_encoder']:.4g} "
-            f"| {row['grad_var_decoder']:.4g} | {row['ms_per_step']:.2f} | {train_ms} | {final} |"
+            f"| {row['name']} | {row['elbo_mean']:.3f} | {row['elbo_se']:.3f} | {variances}"
+            f"{row['ms_per_step']:.2f} | {train_ms} | {final} |"
         )
     if result["agreement"]:
         lines += ["", "ELBO agreement at fixed parameters (difference in standard errors; |z| < 3 agrees):", ""]
@@ -445,7 +486,9 @@ def write_report(result: dict, out_dir: str | Path) -> str:
     save_json(out_dir / "compare_kl.json", result)
     (out_dir / "compare_kl.md").write_text(text)
     title = f"{result['data']}: Monte Carlo vs analytic KL"
-    plots.plot_compare_kl(result["estimators"], out_dir / "compare_kl.png", title=title)
+    plots.plot_compare_kl(
+        result["estimators"], out_dir / "compare_kl.png", title=title, groups=result["parameter_groups"]
+    )
     if "heads" in result:
         plots.plot_heads(result["heads"], out_dir / "compare_kl_heads.png", title=f"{result['data']}: scale heads")
     return text
@@ -454,14 +497,16 @@ def write_report(result: dict, out_dir: str | Path) -> str:
 def prepare(
     *,
     run_dir: str | Path | None = None,
+    trust_program: bool = False,
     data_name: str = "digits",
     data_root: str | None = None,
     download: bool = False,
     seed: int = 0,
     **model_options,
-) -> tuple[VAE, Dataset]:
-    """The VAE and data set to study: the trained VAE of ``run_dir`` with its data, or a fresh VAE built after
-    ``seed_everything(seed)`` on ``data_name`` with ``model_options`` (``z_dim``, ``hidden``, ``scale_param``, ...)."""
+) -> tuple[VAE | UserProgram, Dataset]:
+    """The VAE and data set to study: the trained VAE (or user's program) of ``run_dir`` with its data, or a fresh VAE
+    built after ``seed_everything(seed)`` on ``data_name`` with ``model_options`` (``z_dim``, ``hidden``,
+    ``scale_param``, ...). A program run is rebuilt only with ``trust_program=True`` (see :func:`ppl_vae.run.load`)."""
     from ppl_vae.data import load_dataset
     from ppl_vae.run import load, load_config, load_data, model_config_for
 
@@ -471,7 +516,7 @@ def prepare(
                 f"{', '.join('--' + key.replace('_', '-') for key in sorted(model_options))}: the model comes from "
                 f"--run {str(run_dir)!r}; leave these out"
             )
-        return load(run_dir), load_data(load_config(run_dir))
+        return load(run_dir, trust_program=trust_program), load_data(load_config(run_dir))
     data = load_dataset(data_name, root=data_root, download=download)
     seed_everything(seed)
     return VAE(model_config_for(data, **model_options)), data

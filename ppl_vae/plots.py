@@ -236,9 +236,14 @@ def plot_manifold(images, image_shape: Sequence[int], z_values, path: str | Path
 
 
 # --- KL lab (ppl_vae.lab): estimators and scale heads ------------------------------------------------------------
-def plot_compare_kl(estimators: list[dict], path: str | Path, title: str = "Monte Carlo vs analytic KL") -> Path:
+def plot_compare_kl(
+    estimators: list[dict],
+    path: str | Path,
+    title: str = "Monte Carlo vs analytic KL",
+    groups: Sequence[str] = ("encoder", "decoder"),
+) -> Path:
     """Left: test ELBO per epoch for each estimator (nats per example). Right: gradient variance at fixed parameters,
-    encoder and decoder bars per estimator, on a log scale."""
+    one bar per parameter group (``grad_var_<group>``: the VAE's encoder and decoder) per estimator, on a log scale."""
     figure, (curves, bars) = plt.subplots(1, 2, figsize=(12, 4.5))
     for index, row in enumerate(estimators):  # alternate line styles: estimators with equal curves stay visible
         curve = row["test_elbo_curve"]
@@ -251,11 +256,13 @@ def plot_compare_kl(estimators: list[dict], path: str | Path, title: str = "Mont
     curves.legend()
     names = [row["name"] for row in estimators]
     positions = np.arange(len(names))
-    for offset, part in ((-0.2, "encoder"), (0.2, "decoder")):
-        bars.bar(positions + offset, [row[f"grad_var_{part}"] for row in estimators], width=0.4, label=part)
+    width = 0.8 / len(groups)
+    for index, part in enumerate(groups):
+        offset = (index - (len(groups) - 1) / 2) * width
+        bars.bar(positions + offset, [row[f"grad_var_{part}"] for row in estimators], width=width, label=part)
     bars.set_xticks(positions, names, rotation=20)
     bars.set_yscale("log")
-    smallest = min(min(row["grad_var_encoder"], row["grad_var_decoder"]) for row in estimators)
+    smallest = min(row[f"grad_var_{part}"] for row in estimators for part in groups)
     bars.set_ylim(bottom=smallest / 3 if smallest > 0 else None)
     bars.set(ylabel="sum of per-coordinate gradient variances", title="Gradient variance at fixed parameters")
     bars.grid(alpha=0.3, axis="y")

@@ -1,19 +1,28 @@
-"""Run folders: train a configured VAE into a folder, evaluate it, draw its figures, load it back.
+"""Run folders: train a configured VAE (or a user's program) into a folder, evaluate it, draw its figures, load it.
 
 A run folder holds::
 
-    config.json        the RunConfig (plain JSON)
+    config.json        the RunConfig (plain JSON): the built-in VAE's "model", or a user's "program" (the import path
+                       of its build function, its arguments and the data's size; see ppl_vae.user_program)
     checkpoint.pt      weights, optimizer state, RNG states, history (loaded with weights_only=True)
     metrics.json       test ELBO and log p(x) with standard errors, nats per example; the history
+                       (for a program: "figures_skipped", the figures it offers no function for, with the reason)
     elbo.png  reconstructions.png  samples.png  latent.png
     report.json  report.md  posterior.nc  khat.png  kl_per_dim.png  gap_histogram.png  [manifold.png]
-                       written by ``evaluate_run(..., report=ReportConfig())`` (see ppl_vae.report)
+                       written by ``evaluate_run(..., report=ReportConfig())`` (see ppl_vae.report; built-in VAE only)
+
+A program run is rebuilt by importing and calling its build function: :func:`load`, :func:`evaluate_run` and
+``train_run(..., resume=True)`` do that only with ``trust_program=True``.
 
 Example::
 
     config = RunConfig(model=model_config_for(load_dataset("digits"), z_dim=8), train=TrainConfig(epochs=30))
     metrics = train_run(config, "runs/digits")
     vae = load("runs/digits")
+
+    spec = program_spec_for(load_dataset("digits"), "mypackage.models:build", {"z_dim": 4})
+    train_run(RunConfig(program=spec, train=TrainConfig(epochs=30)), "runs/mine")
+    program = load("runs/mine", trust_program=True)          # a UserProgram with its weights loaded
 """
 
 from __future__ import annotations
@@ -32,12 +41,13 @@ from ppl_vae.checkpoint import (
     read_run_folder,
     save_json,
 )
-from ppl_vae.config import EvalConfig, ModelConfig, RunConfig
+from ppl_vae.config import EvalConfig, ModelConfig, ProgramSpec, RunConfig
 from ppl_vae.data import Dataset, load_dataset
 from ppl_vae.errors import InputError
 from ppl_vae.evaluate import elbo, iwae_log_likelihood, observed_test_set
 from ppl_vae.report import ReportConfig, write_report
 from ppl_vae.train import fit, seed_everything
+from ppl_vae.user_program import UserProgram, as_user_program, build_program, fit_program
 from ppl_vae.vae import VAE
 
 PLOT_FILES = ("elbo.png", "reconstructions.png", "samples.png", "latent.png")
@@ -59,74 +69,117 @@ def load_config(run_dir: str | Path) -> RunConfig:
     return RunConfig.from_json((run_dir / CONFIG_FILE).read_text())
 
 
+def program_spec_for(data: Dataset, path: str, args: dict | None = None) -> ProgramSpec:
+    """A :class:`ProgramSpec` for the build function at ``path`` sized for ``data`` (``x_dim``, ``image_shape``,
+    ``num_classes``), with the program's options ``args``."""
+    return ProgramSpec(
+        path=path, x_dim=data.x_dim, image_shape=data.image_shape, num_classes=data.num_classes, args=args or {}
+    )
+
+
 def load_data(config: RunConfig) -> Dataset:
-    """The data set named by a run's config, checked against the model's size."""
+    """The data set named by a run's config, checked against the model's (or the program's) size."""
     data = load_dataset(config.data.name, root=config.data.root, download=config.data.download)
-    if (data.x_dim, data.image_shape) != (config.model.x_dim, config.model.image_shape):
+    sized = config.model or config.program
+    if (data.x_dim, data.image_shape) != (sized.x_dim, sized.image_shape):
         raise InputError(
             f"data set {config.data.name!r} has images of shape {data.image_shape}, the run's model expects "
-            f"{config.model.image_shape}"
+            f"{sized.image_shape}"
         )
     return data
 
 
-def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
-    """The trained VAE of a run folder, rebuilt from ``config.json`` and loaded with ``weights_only=True``."""
+def require_trusted(run_dir: str | Path, config: RunConfig, trust_program: bool) -> None:
+    """Refuse to rebuild the program of a run folder unless the caller trusts it: rebuilding imports and runs the
+    code that the folder's ``config.json`` names."""
+    if config.program is not None and not trust_program:
+        raise InputError(
+            f"{str(run_dir)!r} was trained with the program {config.program.path!r}; loading it imports and runs that "
+            "module: pass --trust-program (Python: trust_program=True) if you trust it"
+        )
+
+
+def load(run_dir: str | Path, device: str | torch.device = "cpu", *, trust_program: bool = False) -> VAE | UserProgram:
+    """The trained model of a run folder, rebuilt from ``config.json`` and loaded with ``weights_only=True``: the
+    :class:`~ppl_vae.vae.VAE` of a built-in run, the :class:`~ppl_vae.user_program.UserProgram` of a program run
+    (whose build function is imported and called only with ``trust_program=True``)."""
     config = load_config(run_dir)
-    vae = VAE(config.model)
+    require_trusted(run_dir, config, trust_program)
+    trained = VAE(config.model) if config.program is None else build_program(config.program)
+    _load_weights(trained, run_dir, device)
+    as_user_program(trained).modules.to(device).eval()
+    return trained
+
+
+def _load_weights(trained: VAE | UserProgram, run_dir: str | Path, device: str | torch.device) -> None:
+    """Load the checkpoint's weights into ``trained``; a mismatch (a changed config.json, or a program whose build
+    function now makes other modules) is one line naming the first difference."""
     state = load_checkpoint(Path(run_dir) / CHECKPOINT_FILE, map_location=device)
     try:
-        vae.load_state_dict(state["model"])
+        as_user_program(trained).modules.load_state_dict(state["model"])
     except (RuntimeError, KeyError) as error:
         lines = [line.strip() for line in str(error).strip().splitlines()] or [repr(error)]
         reason = lines[1] if len(lines) > 1 else lines[0]  # torch's first line is only "Error(s) in loading ..."
         raise InputError(f"checkpoint in {str(run_dir)!r} does not match its {CONFIG_FILE}: {reason}") from None
-    return vae.to(device).eval()
 
 
-def train_run(config: RunConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True) -> dict:
+def train_run(
+    config: RunConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True, trust_program: bool = False
+) -> dict:
     """Train ``config`` into ``run_dir``, evaluate it and draw its figures; returns the metrics.
 
     ``resume=True`` continues the checkpoint in ``run_dir`` (its ``config.json`` must equal ``config`` except for
-    ``train.epochs``). Without it, a folder that already holds a run is refused, so nothing is overwritten.
+    ``train``'s ``epochs`` and ``device``); for a program run only with ``trust_program=True`` (the program comes
+    from the folder). Without it, a folder that already holds a run is refused, so nothing is overwritten.
+
+    A program run trains in a cleared Pyro parameter store (see :func:`~ppl_vae.user_program.fit_program`).
     """
     run_dir = Path(run_dir)
     if resume:
         stored = load_config(run_dir)
-        if stored.model != config.model or stored.data != config.data:
+        if (stored.model, stored.program, stored.data) != (config.model, config.program, config.data):
             raise InputError(
-                f"cannot resume {str(run_dir)!r} with a different model or data set than its {CONFIG_FILE}"
+                f"cannot resume {str(run_dir)!r} with a different model, program or data set than its {CONFIG_FILE}"
             )
+        require_trusted(run_dir, stored, trust_program)
     elif (run_dir / CHECKPOINT_FILE).exists():
         raise InputError(f"run folder {str(run_dir)!r} already holds a run: pass --resume or choose another --out")
     data = load_data(config)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_json(run_dir / CONFIG_FILE, json.loads(config.to_json()))
 
     seed_everything(config.train.seed)
-    vae = VAE(config.model)
-    history = fit(vae, data, config.train, run_dir=run_dir, resume=resume, progress=progress)
-    metrics = evaluate_vae(vae, data, config.evaluation)
+    # a program is built before anything is written: a bad path leaves no run folder
+    trained = VAE(config.model) if config.program is None else build_program(config.program)
+    if resume:  # one clear line, before training, where the weights do not fit (fit() restores them itself)
+        _load_weights(trained, run_dir, config.train.device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_json(run_dir / CONFIG_FILE, json.loads(config.to_json()))
+    train = fit if isinstance(trained, VAE) else fit_program
+    history = train(trained, data, config.train, run_dir=run_dir, resume=resume, progress=progress)
+    metrics = evaluate_vae(trained, data, config.evaluation)
     metrics.update(
         train_elbo=history[-1]["train_elbo"],
         epochs=len(history),
         seconds=sum(record["seconds"] for record in history),
         history=history,
     )
+    if config.program is not None:
+        metrics["figures_skipped"] = figures_skipped(trained)
     save_json(run_dir / METRICS_FILE, metrics)
-    draw_figures(vae, data, history, run_dir)
+    draw_figures(trained, data, history, run_dir)
     return metrics
 
 
-def evaluate_vae(vae: VAE, data: Dataset, evaluation: EvalConfig, log_likelihood: bool = True) -> dict:
-    """Test ELBO and IWAE log p(x) with their standard errors, nats per example (keys as in ``metrics.json``).
+def evaluate_vae(
+    trained: VAE | UserProgram, data: Dataset, evaluation: EvalConfig, log_likelihood: bool = True
+) -> dict:
+    """Test ELBO and IWAE log p(x) with their standard errors, nats per example (keys as in ``metrics.json``), of
+    the built-in VAE or a user's program.
 
     ``log_likelihood=False`` leaves the IWAE estimate out, for a caller that gets it from the diagnostics' draws.
     """
-    device = next(vae.parameters()).device
-    x_test = observed_test_set(data.x_test, vae.likelihood.binary).to(device)
-    y_test = _labels(vae, data.y_test, device)
-    test_elbo = elbo(vae.model, vae.guide, x_test, num_particles=evaluation.num_particles, y=y_test)
+    program = as_user_program(trained)
+    x_test, y_test = _test_set(program, data)
+    test_elbo = elbo(program.model, program.guide, x_test, num_particles=evaluation.num_particles, y=y_test)
     metrics = {
         "conditional": y_test is not None,
         "test_elbo": test_elbo.mean,
@@ -135,34 +188,43 @@ def evaluate_vae(vae: VAE, data: Dataset, evaluation: EvalConfig, log_likelihood
         "elbo_particles": evaluation.num_particles,
     }
     if log_likelihood:
-        estimate = iwae_log_likelihood(vae.model, vae.guide, x_test, k=evaluation.k, y=y_test)
+        estimate = iwae_log_likelihood(program.model, program.guide, x_test, k=evaluation.k, y=y_test)
         metrics.update(test_log_likelihood=estimate.mean, test_log_likelihood_se=estimate.se)
     return metrics
 
 
 def evaluate_run(
-    run_dir: str | Path, evaluation: EvalConfig, device: str = "cpu", report: ReportConfig | None = None
+    run_dir: str | Path,
+    evaluation: EvalConfig,
+    device: str = "cpu",
+    report: ReportConfig | None = None,
+    *,
+    trust_program: bool = False,
 ) -> dict:
     """Reload a run, evaluate it with ``evaluation`` and update its ``metrics.json``; returns the metrics.
 
     With ``report`` (a :class:`~ppl_vae.report.ReportConfig`) also write the diagnostics report (``report.json``,
     ``report.md``, ``posterior.nc``, figures; see :mod:`ppl_vae.report`) with ``evaluation.k`` importance samples per
     example; the returned dict then holds the contents of ``report.json`` under ``"report"``, and the IWAE estimate
-    in ``metrics.json`` is the report's (the same estimator with the same ``k``, computed once).
+    in ``metrics.json`` is the report's (the same estimator with the same ``k``, computed once). Where the report
+    cannot be written yet (a conditional VAE, a user's program) the dict says why under ``"report_skipped"``.
+
+    A program run is rebuilt only with ``trust_program=True`` (see :func:`load`).
     """
     run_dir = read_run_folder(run_dir)
     config = load_config(run_dir)
-    vae = load(run_dir, device=device)
+    trained = load(run_dir, device=device, trust_program=trust_program)
     data = load_data(config)
-    if report is not None:
+    skipped = _report_skipped(config)
+    reporting = report is not None and skipped is None
+    if reporting:
         report.check(evaluation.k, data.x_test.shape[0])
-    reporting = report is not None and not config.model.num_classes  # diagnose() passes no labels (yet)
     seed_everything(config.train.seed)
     metrics_path = run_dir / METRICS_FILE
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    metrics.update(evaluate_vae(vae, data, evaluation, log_likelihood=not reporting))
+    metrics.update(evaluate_vae(trained, data, evaluation, log_likelihood=not reporting))
     if reporting:
-        written = write_report(vae, data, run_dir, evaluation.k, report)
+        written = write_report(trained, data, run_dir, evaluation.k, report)
         metrics.update(
             test_log_likelihood=written["log_likelihood"], test_log_likelihood_se=written["log_likelihood_se"]
         )
@@ -170,43 +232,80 @@ def evaluate_run(
     if reporting:
         return {**metrics, "report": written}
     if report is not None:
-        return {**metrics, "report_skipped": "the diagnostics report does not pass labels to a conditional VAE yet"}
+        return {**metrics, "report_skipped": skipped}
     return metrics
 
 
-def draw_figures(vae: VAE, data: Dataset, history: list[dict], run_dir: Path, num_images: int = 32) -> list[Path]:
-    """The run's PNGs: ELBO curves, test images above their reconstructions, prior samples, latent means by label."""
+def _report_skipped(config: RunConfig) -> str | None:
+    """Why the diagnostics report cannot be written for this run yet; ``None`` where it can."""
+    if config.program is not None:
+        return "the diagnostics report reads the built-in VAE's latent site 'z'; it does not take a user's program yet"
+    if config.model.num_classes:
+        return "the diagnostics report does not pass labels to a conditional VAE yet"
+    return None
+
+
+FIGURE_FUNCTIONS = {"reconstructions.png": "reconstruct", "samples.png": "sample", "latent.png": "encode"}
+"""The figures that need a function of the program besides its model and guide, and that function's name."""
+
+
+def figures_skipped(trained: VAE | UserProgram) -> dict[str, str]:
+    """The figures that ``trained`` offers no function for, each with the reason (empty for the built-in VAE)."""
+    program = as_user_program(trained)
+    return {
+        figure: f"the program has no {function}() (UserProgram.{function})"
+        for figure, function in FIGURE_FUNCTIONS.items()
+        if getattr(program, function) is None
+    }
+
+
+def draw_figures(
+    trained: VAE | UserProgram, data: Dataset, history: list[dict], run_dir: Path, num_images: int = 32
+) -> list[Path]:
+    """The run's PNGs: ELBO curves, test images above their reconstructions, prior samples, latent means by label
+    (for a user's program, those it offers ``reconstruct``, ``sample`` and ``encode`` for: :func:`figures_skipped`)."""
     from ppl_vae import plots
 
-    device = next(vae.parameters()).device
+    program = as_user_program(trained)
     shape = data.image_shape
-    x_test = observed_test_set(data.x_test, vae.likelihood.binary).to(device)
-    y_test = _labels(vae, data.y_test, device)
-    y_shown = None if y_test is None else y_test[:num_images]
-    with torch.no_grad():
-        z_loc, _ = vae.encode(x_test, y_test)
-    if y_test is None:
-        samples = plots.plot_image_grid(
-            vae.sample(64), shape, run_dir / "samples.png", "Pixel means of p(x | z), z ~ p(z)"
+    x_test, y_test = _test_set(program, data)
+    labelled = () if y_test is None else (y_test,)
+    shown = () if y_test is None else (y_test[:num_images],)
+    figures = [plots.plot_training_curves(history, run_dir / "elbo.png", title=f"ELBO per epoch on {data.name}")]
+    if program.reconstruct is not None:
+        with torch.no_grad():
+            reconstructions = program.reconstruct(x_test[:num_images], *shown)
+        figures.append(
+            plots.plot_reconstructions(x_test[:num_images], reconstructions, shape, run_dir / "reconstructions.png")
         )
-    else:
-        classes = torch.arange(vae.config.num_classes, device=device).repeat_interleave(8)
-        samples = plots.plot_class_samples(vae.sample(len(classes), y=classes), classes, shape, run_dir / "samples.png")
-    return [
-        plots.plot_training_curves(history, run_dir / "elbo.png", title=f"ELBO per epoch on {data.name}"),
-        plots.plot_reconstructions(
-            x_test[:num_images], vae.reconstruct(x_test[:num_images], y_shown), shape, run_dir / "reconstructions.png"
-        ),
-        samples,
-        plots.plot_latent_scatter(
-            z_loc, data.y_test, run_dir / "latent.png", "E_q[z | x]" if y_test is None else "E_q[z | x, y]"
-        ),
-    ]
+    if program.sample is not None:
+        path = run_dir / "samples.png"
+        if y_test is None:
+            with torch.no_grad():
+                images = program.sample(64)
+            figures.append(plots.plot_image_grid(images, shape, path, "Pixel means of p(x | z), z ~ p(z)"))
+        else:
+            classes = torch.arange(data.num_classes, device=program.device).repeat_interleave(8)
+            with torch.no_grad():
+                images = program.sample(len(classes), classes)
+            figures.append(plots.plot_class_samples(images, classes, shape, path))
+    if program.encode is not None:
+        with torch.no_grad():
+            z_loc = program.encode(x_test, *labelled)
+        figures.append(
+            plots.plot_latent_scatter(
+                z_loc, data.y_test, run_dir / "latent.png", "E_q[z | x]" if y_test is None else "E_q[z | x, y]"
+            )
+        )
+    return figures
 
 
-def _labels(vae: VAE, y: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
-    """The labels ``y`` on ``device`` for a conditional VAE; ``None`` for a plain one."""
-    return y.to(device) if vae.config.num_classes else None
+def _test_set(program: UserProgram, data: Dataset) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The test observations (binarized once for a binary likelihood) and, for programs that take labels, the
+    labels, on the program's device."""
+    device = program.device
+    x_test = observed_test_set(data.x_test, program.binary).to(device)
+    return x_test, data.y_test.to(device) if program.labels else None
 
 
 def default_run_dir(data_name: str) -> Path:

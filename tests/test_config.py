@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from ppl_vae.config import EvalConfig, ModelConfig, RunConfig, TrainConfig
+from ppl_vae.config import EvalConfig, ModelConfig, ProgramSpec, RunConfig, TrainConfig
 from ppl_vae.errors import InputError
 
 
@@ -40,3 +40,36 @@ def test_bad_values_in_a_config_file_are_named(change, message):
 def test_configs_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         TrainConfig().epochs = 3
+
+
+def test_a_program_run_round_trips_and_has_no_model_section():
+    spec = ProgramSpec(path="mypackage.models:build", x_dim=64, image_shape=[1, 8, 8], args={"widths": (32, 16)})
+    config = RunConfig(program=spec, train=TrainConfig(epochs=3))
+    raw = json.loads(config.to_json())
+    assert raw["model"] is None and raw["program"]["args"] == {"widths": [32, 16]}
+    assert RunConfig.from_json(config.to_json()) == config
+
+
+def test_a_config_file_written_before_programs_existed_still_loads():
+    raw = json.loads(RunConfig(model=ModelConfig(x_dim=64, image_shape=(1, 8, 8))).to_json())
+    del raw["program"]
+    config = RunConfig.from_json(json.dumps(raw))
+    assert config.program is None and config.model.z_dim == 8
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"program": {"path": "m:build", "x_dim": 64, "image_shape": [1, 8, 8]}}, "got both"),
+        ({"model": None}, "got neither"),
+        ({"program": {"path": "m:build", "x_dim": 64, "image_shape": [1, 8, 7]}, "model": None}, "C\\*H\\*W"),
+        ({"program": {"path": "m", "x_dim": 64, "image_shape": [1, 8, 8]}, "model": None}, "expected package.module"),
+        ({"program": {"path": "m:f", "x_dim": 64, "image_shape": [1, 8, 8], "args": {"a b": 1}}, "model": None},
+         "key 'a b' is not a Python identifier"),
+    ],
+)  # fmt: skip
+def test_a_config_file_has_exactly_one_model_or_program(change, message):
+    raw = json.loads(RunConfig(model=ModelConfig(x_dim=64, image_shape=(1, 8, 8))).to_json())
+    raw.update(change)
+    with pytest.raises(InputError, match=message):
+        RunConfig.from_json(json.dumps(raw))
