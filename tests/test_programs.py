@@ -386,6 +386,13 @@ def refusal_cases() -> dict[str, tuple[Case, str]]:
         with pyro.plate("data", x.shape[0], subsample_size=2) as index:
             pyro.sample("z", dist.Normal(x[index] @ fixed(D, Z, seed=2), 0.6).to_event(1))
 
+    def model_with_subsampled_pixels(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", standard_normal_prior(x.shape[0]))
+            with pyro.plate("pixels", x.shape[1], subsample_size=2, dim=-2) as index:
+                logits = (z * decoder.T[index].unsqueeze(-2)).sum(-1)  # (2, B), or (S, 2, B) under importance samples
+                pyro.sample("x", dist.Normal(logits, 0.5), obs=x[:, index].T)
+
     def model_with_unguided_site(x):
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", standard_normal_prior(x.shape[0]))
@@ -402,6 +409,10 @@ def refusal_cases() -> dict[str, tuple[Case, str]]:
         "subsampled_data_plate": (
             Case(subsampled_model, subsampled_guide, x),
             r"subsamples 2 of 5: .*pyro\.plate\('data', x\.shape\[0\]\) without subsample_size",
+        ),
+        "subsampled_pixel_plate": (
+            Case(model_with_subsampled_pixels, guide, x),
+            r"the plate 'pixels' subsamples 2 of 4: .*pyro\.plate\('pixels', 4\) without subsample_size",
         ),
         "unguided_model_latent": (
             Case(model_with_unguided_site, guide, x),
