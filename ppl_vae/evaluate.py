@@ -175,9 +175,10 @@ def iwae_log_likelihood(
     """
 
     def reduce(model, guide, xb, argsb, sites):
-        running = torch.full((xb.shape[0],), -math.inf, device=xb.device, dtype=xb.dtype)
+        running = None  # follows the log weights' dtype and device, not x's (x may hold integers)
         for lw in _chunked_log_weights(model, guide, xb, argsb, k, max_elements, sites):
-            running = torch.logaddexp(running, torch.logsumexp(lw, dim=0))
+            chunk = torch.logsumexp(lw, dim=0)
+            running = chunk if running is None else torch.logaddexp(running, chunk)
         return running - math.log(k)
 
     return Estimate.from_values(per_example(reduce, model, guide, x, program_args(x, args, y), batch_size, data_plate))

@@ -100,8 +100,9 @@ def inspect_programs(
     """Trace ``guide(x, *args)`` once and ``model`` replayed on it, and describe the pair (see :class:`ProgramSites`).
 
     Raises :class:`~ppl_vae.errors.InputError` when the pair breaks the contract: no observed site, no plate of
-    ``x.shape[0]`` examples around every latent and observed site (or several, and none named), a subsampled data
-    plate, a latent site of the model that the guide does not sample, or a ``data_plate`` that the programs lack.
+    ``x.shape[0]`` examples around every latent and observed site (or several, and none named), a subsampled plate
+    (the data plate or any other: evaluation ignores scales, so a subsample would stand for the whole), a latent site
+    of the model that the guide does not sample, or a ``data_plate`` that the programs lack.
     """
     with torch.no_grad(), poutine.block(), _rng_preserved(x.device):
         guide_trace = poutine.trace(guide).get_trace(x, *args)
@@ -132,6 +133,12 @@ def inspect_programs(
         for f in site["cond_indep_stack"]
         if f.vectorized
     ]
+    for f in frames:
+        if f.full_size is not None and f.full_size != f.size:
+            raise InputError(
+                f"the plate {f.name!r} subsamples {f.size} of {f.full_size}: evaluation ignores the subsampling scale, "
+                f"so per-example numbers need every entry: pyro.plate({f.name!r}, {f.full_size}) without subsample_size"
+            )
     enumerated = tuple(name for name in latent if guide_trace.nodes[name]["infer"].get("enumerate") is not None)
     return ProgramSites(
         data_plate=frame.name,

@@ -7,8 +7,16 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from ppl_vae import InputError, evaluate
-from ppl_vae.evaluate import Estimate, elbo, iwae_log_likelihood, log_importance_weights, observed_test_set
+from ppl_vae import evaluate
+from ppl_vae.evaluate import (
+    Estimate,
+    elbo,
+    iwae_log_likelihood,
+    log_importance_weights,
+    log_weights_per_example,
+    observed_test_set,
+    sample_chunks,
+)
 from ppl_vae.reference import bernoulli_log_likelihood, normal_log_density
 from ppl_vae.vae import VAE
 
@@ -88,16 +96,80 @@ def test_standard_error_is_the_spread_over_examples():
     assert estimate.se == pytest.approx(torch.tensor([1.0, 2.0, 3.0, 4.0]).std().item() / 2)
 
 
-def test_a_site_outside_the_data_plate_is_refused(small_config):
-    vae = VAE(small_config)
+class LinearGaussian:
+    """z ~ N(0, I_2), x | z ~ N(W z + b, sigma^2 I_4): log p(x) = log N(x; b, W W^T + sigma^2 I) and the posterior
+    N(mu(x), Sigma) with Sigma = (I + W^T W / sigma^2)^-1, mu(x) = Sigma W^T (x - b) / sigma^2, in closed form."""
 
-    def model_with_global_site(x):
-        pyro.sample("w", dist.Normal(0.0, 1.0))
-        vae.model(x)
+    def __init__(self):
+        generator = torch.Generator().manual_seed(0)
+        self.weight = torch.randn(4, 2, generator=generator, dtype=torch.float64)
+        self.bias = torch.randn(4, generator=generator, dtype=torch.float64)
+        self.sigma = 0.5
+        precision = torch.eye(2) + self.weight.T @ self.weight / self.sigma**2
+        self.posterior_scale_tril = torch.linalg.cholesky(torch.linalg.inv(precision))
 
-    def guide_with_global_site(x):
-        pyro.sample("w", dist.Normal(0.0, 1.0))
-        vae.guide(x)
+    def log_px(self, x):
+        covariance = self.weight @ self.weight.T + self.sigma**2 * torch.eye(4)
+        return dist.MultivariateNormal(self.bias, covariance).log_prob(x)
 
-    with pytest.raises(InputError, match="'w' lie outside it"):
-        log_importance_weights(model_with_global_site, guide_with_global_site, torch.zeros(3, 64), num_samples=2)
+    def posterior_mean(self, x):
+        scale_tril = self.posterior_scale_tril
+        return (x - self.bias) @ self.weight @ (scale_tril @ scale_tril.T) / self.sigma**2
+
+    def model(self, x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([x.shape[0], 2]).to_event(1))
+            pyro.sample("x", dist.Normal(z @ self.weight.T + self.bias, self.sigma).to_event(1), obs=x)
+
+    def exact_guide(self, x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.MultivariateNormal(self.posterior_mean(x), scale_tril=self.posterior_scale_tril))
+
+    def uniform_guide(self, x):
+        """A proposal drawn from torch.rand, whose stream is sequential: k draws made in chunks are the same numbers
+        as k draws made at once (unlike torch.randn, which fills blocks of 16)."""
+        with pyro.plate("data", x.shape[0]):
+            loc = self.posterior_mean(x)
+            pyro.sample("z", dist.Uniform(loc - 1.5, loc + 1.5).to_event(1))
+
+
+def test_estimates_equal_log_px_exactly_when_the_guide_is_the_exact_posterior(float64):
+    """With q(z | x) = p(z | x), every log weight is log p(x): the ELBO and IWAE are log p(x) for any number of
+    samples and any chunking. A biased average (a wrong divisor, an added constant, a dropped or mis-normalized chunk)
+    shows up here."""
+    problem = LinearGaussian()
+    x = torch.randn(6, 4)
+    exact = problem.log_px(x)
+    budget = 3 * 3 * 4  # chunks of 3 samples for a batch of 3 examples of 4 dimensions
+    assert list(sample_chunks(x[:3], 13, budget)) == [3, 3, 3, 3, 1]
+    for max_elements in (budget, 2**20):
+        estimates = [
+            elbo(problem.model, problem.exact_guide, x, num_particles=7, batch_size=3, max_elements=max_elements),
+            iwae_log_likelihood(problem.model, problem.exact_guide, x, k=13, batch_size=3, max_elements=max_elements),
+        ]
+        for estimate in estimates:
+            torch.testing.assert_close(estimate.per_example, exact, rtol=0, atol=1e-10)
+            assert estimate.mean == pytest.approx(exact.mean().item(), abs=1e-10)
+
+
+def test_chunked_iwae_equals_one_chunk_on_the_same_draws(float64):
+    """k = 13 samples in chunks of 4, 4, 4, 1 give the same IWAE and ELBO as one chunk of 13 (same seed, same draws),
+    and the IWAE is log mean exp of the k weights that log_weights_per_example returns."""
+    problem = LinearGaussian()
+    x = torch.randn(5, 4)
+    budget = 4 * 5 * 4
+    assert list(sample_chunks(x, 13, budget)) == [4, 4, 4, 1]
+
+    def seeded(estimator, **options):
+        pyro.set_rng_seed(7)
+        return estimator(problem.model, problem.uniform_guide, x, **options)
+
+    chunked = seeded(iwae_log_likelihood, k=13, max_elements=budget).per_example
+    weights = seeded(log_weights_per_example, k=13, max_elements=budget)
+    assert weights.shape == (5, 13) and weights.std(1).min() > 0.1  # the weights differ: chunking matters
+    torch.testing.assert_close(seeded(iwae_log_likelihood, k=13).per_example, chunked, rtol=0, atol=1e-12)
+    torch.testing.assert_close(torch.logsumexp(weights, 1) - math.log(13), chunked, rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        seeded(elbo, num_particles=13, max_elements=budget).per_example, weights.mean(1), rtol=0, atol=1e-12
+    )
+    torch.testing.assert_close(seeded(elbo, num_particles=13).per_example, weights.mean(1), rtol=0, atol=1e-12)

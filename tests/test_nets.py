@@ -65,3 +65,51 @@ def test_conv_vae_with_importance_samples(image_shape):
     log_weights = log_importance_weights(vae.model, vae.guide, x, num_samples=3)
     assert log_weights.shape == (3, 5) and torch.isfinite(log_weights).all()
     assert vae.reconstruct(x).shape == (5, x_dim) and vae.sample(2).shape == (2, x_dim)
+
+
+def _halved_twice(size: int) -> int:
+    return (((size + 1) // 2) + 1) // 2
+
+
+@pytest.mark.parametrize("image_shape", [(1, 8, 8), (2, 8, 12)], ids=["1x8x8", "2x8x12"])
+def test_conv_encoder_reads_a_row_major_image_as_rows_and_columns(image_shape):
+    """With known weights (centre taps only, identity dense layers) the conv encoder is a stride-4 subsampling of one
+    channel: output ``j`` is pixel ``(c, 4 r, 4 s)`` of the image ``x.reshape(C, H, W)``, ``j = r w + s``. A transposed
+    or mis-shaped image (H and W swapped) reads other pixels or the same pixels in another order. (An output that
+    differs between an image and its transpose would not detect the swap: a swapped encoder is f(x^T), which differs
+    from f(x) as well.)"""
+    channels, height, width = image_shape
+    features = _halved_twice(height) * _halved_twice(width)
+    encoder = ConvEncoder(image_shape, (features,), features)
+    read = channels - 1
+    with torch.no_grad():
+        for parameter in encoder.parameters():
+            parameter.zero_()
+        encoder.conv[0].weight[0, read, 1, 1] = 1.0
+        encoder.conv[2].weight[0, 0, 1, 1] = 1.0
+        encoder.dense[0].weight[:, :features] = torch.eye(features)  # channel 0 of the flattened (64, h, w) maps
+        encoder.dense[2].weight.copy_(torch.eye(features))
+    x = torch.rand(2, 3, math.prod(image_shape))  # non-negative: every ReLU passes it
+    expected = x.reshape(2, 3, channels, height, width)[..., read, ::4, ::4].flatten(-2)
+    assert torch.equal(encoder(x), expected)
+
+
+@pytest.mark.parametrize("image_shape", [(1, 8, 8), (2, 8, 12)], ids=["1x8x8", "2x8x12"])
+def test_conv_decoder_writes_a_row_major_image(image_shape):
+    """The mirror image: with centre taps only, latent ``j = r w + s`` lands on pixel ``(c, 4 r, 4 s)`` of the output
+    ``reshape(C, H, W)`` and every other pixel is 0."""
+    channels, height, width = image_shape
+    features = _halved_twice(height) * _halved_twice(width)
+    decoder = ConvDecoder(features, (features,), math.prod(image_shape), image_shape)
+    write = channels - 1
+    with torch.no_grad():
+        for parameter in decoder.parameters():
+            parameter.zero_()
+        decoder.dense[0].weight.copy_(torch.eye(features))
+        decoder.dense[2].weight[:features] = torch.eye(features)  # into channel 0 of the (64, h, w) maps
+        decoder.deconv[1].weight[0, 0, 1, 1] = 1.0
+        decoder.deconv[3].weight[0, write, 1, 1] = 1.0
+    z = torch.rand(3, features)
+    expected = torch.zeros(3, channels, height, width)
+    expected[:, write, ::4, ::4] = z.reshape(3, _halved_twice(height), _halved_twice(width))
+    assert torch.equal(decoder(z), expected.flatten(1))
