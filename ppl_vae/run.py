@@ -35,7 +35,7 @@ from ppl_vae.checkpoint import (
 from ppl_vae.config import EvalConfig, ModelConfig, RunConfig
 from ppl_vae.data import Dataset, load_dataset
 from ppl_vae.errors import InputError
-from ppl_vae.evaluate import elbo, iwae_log_likelihood, observed_test_set
+from ppl_vae.evaluate import conditioning_labels, elbo, iwae_log_likelihood, observed_test_set
 from ppl_vae.report import ReportConfig, write_report
 from ppl_vae.train import fit, seed_everything
 from ppl_vae.vae import VAE
@@ -125,7 +125,7 @@ def evaluate_vae(vae: VAE, data: Dataset, evaluation: EvalConfig, log_likelihood
     """
     device = next(vae.parameters()).device
     x_test = observed_test_set(data.x_test, vae.likelihood.binary).to(device)
-    y_test = _labels(vae, data.y_test, device)
+    y_test = conditioning_labels(vae, data.y_test, device)
     test_elbo = elbo(vae.model, vae.guide, x_test, num_particles=evaluation.num_particles, y=y_test)
     metrics = {
         "conditional": y_test is not None,
@@ -156,22 +156,17 @@ def evaluate_run(
     data = load_data(config)
     if report is not None:
         report.check(evaluation.k, data.x_test.shape[0])
-    reporting = report is not None and not config.model.num_classes  # diagnose() passes no labels (yet)
     seed_everything(config.train.seed)
     metrics_path = run_dir / METRICS_FILE
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    metrics.update(evaluate_vae(vae, data, evaluation, log_likelihood=not reporting))
-    if reporting:
-        written = write_report(vae, data, run_dir, evaluation.k, report)
-        metrics.update(
-            test_log_likelihood=written["log_likelihood"], test_log_likelihood_se=written["log_likelihood_se"]
-        )
+    metrics.update(evaluate_vae(vae, data, evaluation, log_likelihood=report is None))
+    if report is None:
+        save_json(metrics_path, metrics)
+        return metrics
+    written = write_report(vae, data, run_dir, evaluation.k, report)
+    metrics.update(test_log_likelihood=written["log_likelihood"], test_log_likelihood_se=written["log_likelihood_se"])
     save_json(metrics_path, metrics)
-    if reporting:
-        return {**metrics, "report": written}
-    if report is not None:
-        return {**metrics, "report_skipped": "the diagnostics report does not pass labels to a conditional VAE yet"}
-    return metrics
+    return {**metrics, "report": written}
 
 
 def draw_figures(vae: VAE, data: Dataset, history: list[dict], run_dir: Path, num_images: int = 32) -> list[Path]:
@@ -181,7 +176,7 @@ def draw_figures(vae: VAE, data: Dataset, history: list[dict], run_dir: Path, nu
     device = next(vae.parameters()).device
     shape = data.image_shape
     x_test = observed_test_set(data.x_test, vae.likelihood.binary).to(device)
-    y_test = _labels(vae, data.y_test, device)
+    y_test = conditioning_labels(vae, data.y_test, device)
     y_shown = None if y_test is None else y_test[:num_images]
     with torch.no_grad():
         z_loc, _ = vae.encode(x_test, y_test)
@@ -202,11 +197,6 @@ def draw_figures(vae: VAE, data: Dataset, history: list[dict], run_dir: Path, nu
             z_loc, data.y_test, run_dir / "latent.png", "E_q[z | x]" if y_test is None else "E_q[z | x, y]"
         ),
     ]
-
-
-def _labels(vae: VAE, y: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
-    """The labels ``y`` on ``device`` for a conditional VAE; ``None`` for a plain one."""
-    return y.to(device) if vae.config.num_classes else None
 
 
 def default_run_dir(data_name: str) -> Path:
