@@ -264,9 +264,6 @@ def command_evaluate(args) -> None:
     )
     print_metrics(metrics)
     print()
-    if "report_skipped" in metrics:
-        print(f"no diagnostics report: {metrics['report_skipped']}")
-        return
     print(format_table(metrics["report"]))
     print(f"report: {args.run_dir / 'report.md'}")
 

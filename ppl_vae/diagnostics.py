@@ -12,18 +12,24 @@ same draws::
     khat_i     = shape of a generalized Pareto fitted to the largest w_is (PSIS, Vehtari et al. 2024, with ArviZ's
                  ``az.psislw``; Yao et al. 2018): < 0.5 good, 0.5 to 0.7 slow, > 0.7 the estimate is unreliable
 
-The latent code, from the guide's distribution at ``"z"`` and the model's prior at ``"z"``::
+The latent code, per latent site ``s`` of the guide (any names, any number; see :mod:`ppl_vae.latent_sites`)::
 
-    KL_j      = mean_i KL(q(z_j | x_i) || p(z_j))              (nats per example, per latent dimension j)
-    A_j       = Var_i(E_q[z_j | x_i])                          (activity; dimension j is active if A_j > 0.01,
+    KL_sj     = mean_i E_q[log q(z_sj | x_i, ...) - log p(z_sj | parents)]     (nats per example, per unit j)
+    A_sj      = Var_i(E_q[z_sj | x_i])                        (activity; unit j is active if A_sj > 0.01,
                                                                 Burda et al. 2015)
 
-The posterior has collapsed when no dimension is active or the total KL is below ``COLLAPSE_KL`` nats per example:
+``KL_sj`` is a closed form where one is registered and the site's prior has no latent parent, and a Monte Carlo
+estimate from the same ``k`` draws otherwise, with its standard error; for a site whose prior depends on other
+latent sites it is an expectation that can be negative (only the sum over every site is a KL). A unit is one element
+of the site's event (where both distributions factorize over it; else the whole site is one unit) at one position
+of the plates nested in the data plate. With one latent site, ``kl_per_dim`` and ``activity`` are that site's; with
+several, their concatenation in the guide's order (and ``latent_sites`` holds them site by site).
+
+The posterior has collapsed when no unit is active or the total KL is below ``COLLAPSE_KL`` nats per example:
 the code then says (almost) nothing about ``x``.
 
-Every function takes any Pyro ``model(x)`` / ``guide(x)`` that follows the conventions (sites ``"z"`` and ``"x"``,
-plate ``"data"``, ``.to_event(1)``); the KL per dimension needs a factorized guide and prior at ``"z"`` (an
-``Independent`` over a distribution whose batch's last dimension is ``z_dim``, with a registered ``kl_divergence``).
+Every function takes any Pyro ``model(x, *args)`` / ``guide(x, *args)`` that keep the program contract of
+:mod:`ppl_vae.programs` (labels and other extra arguments go in ``args=``, or ``y=``).
 
 Example::
 
@@ -35,22 +41,25 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.distributions import Independent, kl_divergence
 
 from ppl_vae.errors import InputError
-from ppl_vae.evaluate import MAX_ELEMENTS, Estimate, log_weights_per_example
-from ppl_vae.programs import importance_traces
-
-ACTIVE_UNIT_THRESHOLD = 0.01
-"""A latent dimension is active when ``Var_x(E_q[z_j | x])`` exceeds this (Burda et al. 2015)."""
-
-COLLAPSE_KL = 0.01
-"""Total KL(q(z | x) || p(z)) below this many nats per example counts as a collapsed posterior."""
+from ppl_vae.evaluate import MAX_ELEMENTS, Estimate, inspected_batches, sample_chunks
+from ppl_vae.latent_sites import (
+    ACTIVE_UNIT_THRESHOLD,
+    COLLAPSE_KL,
+    DrawSums,
+    SiteUsage,
+    kl_terms,
+    mean_terms,
+    plan_sites,
+    site_usage,
+)
+from ppl_vae.programs import conditioned_sites, importance_traces, program_args, trace_log_weights
 
 KHAT_THRESHOLDS = (0.5, 0.7)
 """Pareto k-hat above 0.5: the importance weights' variance is infinite; above 0.7: the estimate is unreliable."""
@@ -101,40 +110,6 @@ def effective_sample_size(log_weights: torch.Tensor) -> torch.Tensor:
     return 1.0 / normalized.pow(2).sum(-1)
 
 
-def latent_usage(model: Callable, guide: Callable, x: torch.Tensor, batch_size: int = 256):
-    """KL per latent dimension and activity, from the guide's and the prior's distributions at site ``"z"``.
-
-    Returns:
-        ``kl_per_dim``: ``(z_dim,)`` mean over examples of ``KL(q(z_j | x) || p(z_j))``, nats per example;
-        ``activity``: ``(z_dim,)`` variance over examples of ``E_q[z_j | x]`` (unbiased).
-    """
-    kl, means = [], []
-    for start in range(0, x.shape[0], batch_size):
-        guide_trace, model_trace, _ = importance_traces(model, guide, x[start : start + batch_size], 1)
-        q_z = _factors(guide_trace.nodes["z"]["fn"], "guide")
-        p_z = _factors(model_trace.nodes["z"]["fn"], "model")
-        try:
-            kl.append(kl_divergence(q_z, p_z)[0])
-        except NotImplementedError:
-            raise ValueError(
-                f"no closed-form KL between the guide's {type(q_z).__name__} and the prior's {type(p_z).__name__} "
-                "at site 'z': register one with torch.distributions.kl.register_kl"
-            ) from None
-        means.append(q_z.mean[0])
-    kl_all, means_all = torch.cat(kl).double(), torch.cat(means).double()
-    return kl_all.mean(0), means_all.var(0) if means_all.shape[0] > 1 else torch.zeros(means_all.shape[1])
-
-
-def _factors(fn, where: str):
-    """The per-dimension distribution under ``.to_event(1)``: batch ``(..., z_dim)``."""
-    if not isinstance(fn, Independent) or fn.reinterpreted_batch_ndims != 1:
-        raise ValueError(
-            f"the {where}'s site 'z' is a {type(fn).__name__}: the KL per dimension needs a factorized distribution, "
-            "e.g. Normal(loc, scale).to_event(1)"
-        )
-    return fn.base_dist
-
-
 @dataclass(frozen=True)
 class Diagnostics:
     """The diagnostics of one evaluation (see the module's docstring for the formulas).
@@ -146,8 +121,11 @@ class Diagnostics:
         k: importance samples per example.
         khat: ``(N,)`` Pareto k-hat per example (``-inf`` for weights constant up to rounding).
         ess: ``(N,)`` effective sample size per example, in [1, k].
-        kl_per_dim: ``(z_dim,)`` KL(q(z_j | x) || p(z_j)) averaged over examples, nats per example.
-        activity: ``(z_dim,)`` ``Var_x(E_q[z_j | x])``.
+        latent_sites: site name -> :class:`~ppl_vae.latent_sites.SiteUsage` (KL term per unit, its standard error
+            and method, activity), in the guide's order.
+        kl_per_dim: ``(U,)`` the KL term per unit, nats per example: the single latent site's, or every site's
+            in the guide's order.
+        activity: ``(U_z,)`` ``Var_x(E_q[z_j | x])``: the single site's, or every continuous site's in order.
     """
 
     log_likelihood: Estimate
@@ -156,12 +134,20 @@ class Diagnostics:
     k: int
     khat: torch.Tensor
     ess: torch.Tensor
-    kl_per_dim: torch.Tensor
-    activity: torch.Tensor
+    latent_sites: dict[str, SiteUsage]
+
+    @property
+    def kl_per_dim(self) -> torch.Tensor:
+        return torch.cat([site.kl_per_dim for site in self.latent_sites.values()])
+
+    @property
+    def activity(self) -> torch.Tensor:
+        continuous = [site.activity for site in self.latent_sites.values() if site.activity is not None]
+        return torch.cat(continuous) if continuous else torch.zeros(0, dtype=torch.float64)
 
     @property
     def active(self) -> torch.Tensor:
-        """``(z_dim,)`` booleans: ``activity > ACTIVE_UNIT_THRESHOLD``."""
+        """``(U_z,)`` booleans: ``activity > ACTIVE_UNIT_THRESHOLD``."""
         return self.activity > ACTIVE_UNIT_THRESHOLD
 
     @property
@@ -179,7 +165,8 @@ class Diagnostics:
 
     @property
     def warnings(self) -> list[str]:
-        """One sentence per problem found: a collapsed posterior, unreliable or slow importance sampling."""
+        """One sentence per problem found: a collapsed posterior (or, with several latent sites, a collapsed site),
+        unreliable or slow importance sampling."""
         found = []
         if self.collapsed:
             found.append(
@@ -187,6 +174,15 @@ class Diagnostics:
                 f"{float(self.kl_per_dim.sum()):.4f} nats per example; the code carries (almost) no information "
                 "about x"
             )
+        elif len(self.latent_sites) > 1:
+            found += [
+                f"latent site {name!r} has collapsed: {site.active_units} of {len(site.activity)} units active, "
+                f"KL term {site.kl_total:.4f} nats per example"
+                if site.activity is not None
+                else f"latent site {name!r} has collapsed: KL term {site.kl_total:.4f} nats per example"
+                for name, site in self.latent_sites.items()
+                if site.collapsed
+            ]
         unreliable, slow = (self.khat_share_above(threshold) for threshold in reversed(KHAT_THRESHOLDS))
         if unreliable > 0:
             found.append(
@@ -215,6 +211,7 @@ class Diagnostics:
             "activity": self.activity.tolist(),
             "active_units": self.active_units,
             "collapsed": self.collapsed,
+            "latent_sites": {name: site.to_json() for name, site in self.latent_sites.items()},
         }
 
 
@@ -225,25 +222,71 @@ def diagnose(
     k: int = 1000,
     batch_size: int = 256,
     max_elements: int = MAX_ELEMENTS,
+    *,
+    args: Sequence = (),
+    y: torch.Tensor | None = None,
+    data_plate: str | None = None,
 ) -> Diagnostics:
-    """Importance-sampling and latent-code diagnostics of ``guide`` as a proposal for ``model`` on ``x`` ``(N, D)``.
+    """Importance-sampling and latent-code diagnostics of ``guide`` as a proposal for ``model`` on ``x`` ``(N, ...)``.
 
     Draws ``k`` samples per example once (memory ``N x k`` log weights plus one chunk of decoder output; for
-    ``k = 5000`` and 300 examples 12 MB) and derives log p(x), the ELBO, their gap, the ESS and k-hat from them.
+    ``k = 5000`` and 300 examples 12 MB) and derives log p(x), the ELBO, their gap, the ESS, k-hat and the Monte Carlo
+    KL terms from them (the same draws as :func:`ppl_vae.evaluate.iwae_log_likelihood` with the same seed). Closed
+    forms and analytic means that do not depend on the draws are then read from one draw per example.
+
+    ``args``: the programs' extra arguments (``model(x, *args)``); ``y=`` is the older spelling of ``args=(y,)``
+    (labels of a conditional model: the numbers are then of ``log p(x | y)``). ``data_plate``: the plate over the
+    examples, when the programs have several of ``N``.
     """
     check_samples(k)
-    raw = log_weights_per_example(model, guide, x, k, batch_size, max_elements)
-    log_weights = raw.double()
-    log_likelihood = torch.logsumexp(log_weights, dim=-1) - math.log(k)
-    elbo = log_weights.mean(-1)
-    kl_per_dim, activity = latent_usage(model, guide, x, batch_size)
+    batches, sites = inspected_batches(model, guide, x, program_args(x, args, y), batch_size, data_plate)
+    plans, log_weights = None, []
+    kl = {name: DrawSums() for name in sites.latent}
+    kl_total = {name: DrawSums() for name in sites.latent}
+    means = {name: DrawSums() for name in sites.latent}
+
+    def accumulate(plan, guide_trace, model_trace, batch, shape, once):
+        if plan.kl_from_draws != once:
+            terms = kl_terms(plan, guide_trace, model_trace, sites, shape)
+            kl[plan.name].add(terms, batch)
+            kl_total[plan.name].add(terms.sum(-1, keepdim=True), batch)
+        if plan.continuous and plan.mean_from_draws != once:
+            means[plan.name].add(mean_terms(plan, guide_trace, sites, shape), batch)
+
+    for batch, (xb, argsb) in enumerate(batches):
+        chunks = []
+        for size in sample_chunks(xb, k, max_elements):
+            guide_trace, model_trace, _ = importance_traces(model, guide, xb, size, *argsb, sites=sites)
+            chunks.append(trace_log_weights(guide_trace, model_trace, sites))
+            if plans is None:
+                plans = plan_sites(
+                    guide_trace,
+                    model_trace,
+                    sites,
+                    model_conditioned=conditioned_sites(model, model_trace, guide_trace, xb, *argsb, sites=sites),
+                    guide_conditioned=conditioned_sites(guide, guide_trace, guide_trace, xb, *argsb, sites=sites),
+                )
+            for plan in plans:
+                accumulate(plan, guide_trace, model_trace, batch, (size, xb.shape[0]), once=False)
+        log_weights.append(torch.cat(chunks, dim=0).T)
+    if any(not plan.kl_from_draws or (plan.continuous and not plan.mean_from_draws) for plan in plans):
+        for batch, (xb, argsb) in enumerate(batches):  # what does not depend on the draws, from one draw
+            guide_trace, model_trace, _ = importance_traces(model, guide, xb, 1, *argsb, sites=sites)
+            for plan in plans:
+                accumulate(plan, guide_trace, model_trace, batch, (1, xb.shape[0]), once=True)
+
+    raw = torch.cat(log_weights)
+    weights = raw.double()
+    log_likelihood = torch.logsumexp(weights, dim=-1) - math.log(k)
+    elbo = weights.mean(-1)
     return Diagnostics(
         log_likelihood=Estimate.from_values(log_likelihood),
         elbo=Estimate.from_values(elbo),
         gap=Estimate.from_values(log_likelihood - elbo),
         k=k,
         khat=pareto_khat(raw),
-        ess=effective_sample_size(log_weights),
-        kl_per_dim=kl_per_dim.cpu(),
-        activity=activity.cpu(),
+        ess=effective_sample_size(weights),
+        latent_sites={
+            plan.name: site_usage(plan, kl[plan.name], kl_total[plan.name], means[plan.name]) for plan in plans
+        },
     )

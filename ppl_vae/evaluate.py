@@ -86,12 +86,20 @@ def _chunked_log_weights(
         yield log_importance_weights(model, guide, x, size, args=args, sites=sites)
 
 
-def per_example(reduce, model, guide, x: torch.Tensor, args: tuple, batch_size: int, data_plate=None) -> torch.Tensor:
-    """``reduce(model, guide, x_batch, args_batch, sites)`` over batches of ``batch_size`` examples, concatenated:
-    ``(N,)``. The pair is inspected once, on the first batch (see :func:`ppl_vae.programs.inspect_programs`)."""
+def inspected_batches(
+    model, guide, x: torch.Tensor, args: tuple, batch_size: int, data_plate=None
+) -> tuple[list[tuple[torch.Tensor, tuple]], ProgramSites]:
+    """The batches ``(x_batch, args_batch)`` of ``batch_size`` examples, and the pair's :class:`ProgramSites`,
+    inspected once on the first batch (see :func:`ppl_vae.programs.inspect_programs`)."""
     check_extra_args(x, args)
     batches = list(example_batches(x, args, batch_size))
-    sites = inspect_programs(model, guide, batches[0][0], *batches[0][1], data_plate=data_plate)
+    return batches, inspect_programs(model, guide, batches[0][0], *batches[0][1], data_plate=data_plate)
+
+
+def per_example(reduce, model, guide, x: torch.Tensor, args: tuple, batch_size: int, data_plate=None) -> torch.Tensor:
+    """``reduce(model, guide, x_batch, args_batch, sites)`` over the :func:`inspected_batches` of ``batch_size``
+    examples, concatenated: ``(N,)``."""
+    batches, sites = inspected_batches(model, guide, x, args, batch_size, data_plate)
     return torch.cat([reduce(model, guide, xb, argsb, sites) for xb, argsb in batches])
 
 

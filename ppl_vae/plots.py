@@ -174,34 +174,55 @@ def plot_khat(khat, path: str | Path, k: int, title: str = "Pareto k-hat of the 
     return _save(figure, path)
 
 
-def plot_kl_per_dim(kl_per_dim, activity, path: str | Path, threshold: float = 0.01) -> Path:
-    """Bars of KL(q(z_j | x) || p(z_j)) per latent dimension (nats per example), active ones (``activity >
-    threshold``) in colour, inactive in grey; the activity ``Var_x(E_q[z_j | x])`` on a second axis."""
-    kl = np.asarray(kl_per_dim, dtype=np.float64)
-    activity = np.asarray(activity, dtype=np.float64)
-    dims = np.arange(len(kl))
-    active = activity > threshold
-    figure, axes = plt.subplots(figsize=(max(5, 0.5 * len(kl) + 2), 4.8))
-    for chosen, colour, label in ((active, "C0", "active dimension"), (~active, "0.6", "inactive dimension")):
-        if chosen.any():
-            axes.bar(dims[chosen], kl[chosen], color=colour, label=label)
-    axes.set(
-        xlabel="latent dimension j",
-        ylabel="KL(q(z_j | x) || p(z_j)), nats per example",
-        title=f"KL per latent dimension: {int(active.sum())} of {len(kl)} active",
-        xticks=dims,
+def plot_kl_per_dim(latent_sites: dict[str, dict], path: str | Path, threshold: float = 0.01) -> Path:
+    """One panel per latent site (``report.json``'s ``latent_sites``: ``kl_per_dim``, ``kl_per_dim_se``,
+    ``kl_method``, ``activity``): bars of the KL term per dimension (nats per example, +-2 standard errors where it
+    is an estimate), active dimensions (``activity > threshold``) in colour, inactive in grey; the activity
+    ``Var_x(E_q[z_j | x])`` on a second axis. A site whose distributions do not factorize gets one line for its whole
+    KL term; a discrete site has no activity."""
+    width = max(len(site["activity"] or site["kl_per_dim"]) for site in latent_sites.values())
+    narrowest = 5 if len(latent_sites) == 1 else 7  # room for the site's name in each title
+    figure, panels = plt.subplots(
+        len(latent_sites), 1, figsize=(max(narrowest, 0.5 * width + 2), 4.8 * len(latent_sites)), squeeze=False
     )
-    second = axes.twinx()
-    second.plot(dims, activity, "o", color="C3", label="Var_x(E_q[z_j | x])")
-    second.axhline(threshold, color="C3", linestyle=":", linewidth=1, label=f"activity threshold {threshold}")
-    second.set_yscale("log")
-    second.set_ylabel("activity Var_x(E_q[z_j | x])")
-    handles = axes.get_legend_handles_labels()
-    more = second.get_legend_handles_labels()
-    axes.legend(
-        handles[0] + more[0], handles[1] + more[1], fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2
-    )
+    for (name, site), axes in zip(latent_sites.items(), panels[:, 0], strict=True):
+        _kl_panel(axes, site, threshold, None if len(latent_sites) == 1 else name)
     return _save(figure, path)
+
+
+def _kl_panel(axes, site: dict, threshold: float, name: str | None) -> None:
+    """The KL bars and activity of one site on ``axes`` (``name``: ``None`` for the only latent site)."""
+    kl = np.asarray(site["kl_per_dim"], dtype=np.float64)
+    se = np.asarray(site["kl_per_dim_se"], dtype=np.float64)
+    activity = None if site["activity"] is None else np.asarray(site["activity"], dtype=np.float64)
+    units = len(kl) if activity is None else len(activity)
+    dims = np.arange(units)
+    active = np.ones(units, dtype=bool) if activity is None else activity > threshold
+    error = {"yerr": 2 * se, "capsize": 3} if (se > 0).any() else {}
+    if activity is not None and len(kl) != units:  # the site does not factorize: one KL term for all of it
+        axes.axhline(kl.sum(), color="C0", label="KL term of the whole site (its distributions do not factorize)")
+    else:
+        for chosen, colour, label in ((active, "C0", "active dimension"), (~active, "0.6", "inactive dimension")):
+            if chosen.any():
+                chosen_error = {key: value[chosen] if key == "yerr" else value for key, value in error.items()}
+                axes.bar(dims[chosen], kl[chosen], color=colour, label=label, **chosen_error)
+    count = f"{int(active.sum())} of {units} active" if activity is not None else f"{units} units, discrete"
+    if name is None:
+        title, ylabel = f"KL per latent dimension: {count}", "KL(q(z_j | x) || p(z_j)), nats per example"
+    else:
+        title = f"site {name!r}: KL term per dimension ({site['kl_method']}), {count}"
+        ylabel = "KL term E_q[log q(z_j | ..) / p(z_j | pa)], nats"
+    axes.set(xlabel="latent dimension j", ylabel=ylabel, title=title, xticks=dims)
+    handles, labels = axes.get_legend_handles_labels()
+    if activity is not None:
+        second = axes.twinx()
+        second.plot(dims, activity, "o", color="C3", label="Var_x(E_q[z_j | x])")
+        second.axhline(threshold, color="C3", linestyle=":", linewidth=1, label=f"activity threshold {threshold}")
+        second.set_yscale("log")
+        second.set_ylabel("activity Var_x(E_q[z_j | x])")
+        more = second.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+    axes.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
 
 
 def plot_gap_histogram(gap, path: str | Path, k: int) -> Path:

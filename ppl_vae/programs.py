@@ -104,7 +104,7 @@ def inspect_programs(
     (the data plate or any other: evaluation ignores scales, so a subsample would stand for the whole), a latent site
     of the model that the guide does not sample, or a ``data_plate`` that the programs lack.
     """
-    with torch.no_grad(), poutine.block(), _rng_preserved(x.device):
+    with torch.no_grad(), poutine.block(), rng_preserved(x.device):
         guide_trace = poutine.trace(guide).get_trace(x, *args)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, *args)
     latent = tuple(name for name, site in guide_trace.nodes.items() if is_random_site(site) and not site["is_observed"])
@@ -150,7 +150,7 @@ def inspect_programs(
     )
 
 
-def _rng_preserved(device: torch.device):
+def rng_preserved(device: torch.device):
     """Draws made inside leave torch's RNG (on the CPU and on ``device``) as they found it: looking at a program must
     not change the numbers that the next seeded computation gives."""
     return torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else [])
@@ -211,24 +211,41 @@ def importance_traces(
     return guide_trace, model_trace, sites
 
 
+def site_layout(values: torch.Tensor, event_dim: int, name: str, sites: ProgramSites) -> torch.Tensor:
+    """A per-site tensor (the site's batch dimensions, which follow its plates, then ``event_dim`` event dimensions)
+    laid out per sample and example: ``(S or 1, B or 1, *other plate dimensions, *event dimensions)``.
+
+    The batch dimensions are padded on the left to the depth of the sample plate; the data plate's dimension moves
+    to position 1; every other plate dimension (nested in the data plate, or left of it) keeps its order after it.
+    """
+    depth = sites.max_plate_nesting + 1
+    batch_dims = values.dim() - event_dim
+    if batch_dims > depth:
+        raise InputError(
+            f"site {name!r} has batch shape {tuple(values.shape[:batch_dims])}, deeper than the "
+            f"{sites.max_plate_nesting} plate(s) around it: declare its event dimensions with .to_event(n)"
+        )
+    values = values.reshape((1,) * (depth - batch_dims) + tuple(values.shape))
+    return values.movedim(depth + sites.data_dim, 1)
+
+
+def site_units(values: torch.Tensor, event_dim: int, name: str, sites: ProgramSites, shape: tuple[int, int]):
+    """:func:`site_layout` flattened to ``(S, B, U)``: one column per unit, a unit being one position in the plates
+    other than the sample and data plates times one element of the event (``U = z_dim`` for the built-in ``z``)."""
+    values = site_layout(values, event_dim, name, sites)
+    return values.expand(*shape, *values.shape[2:]).reshape(*shape, -1)
+
+
 def site_log_prob(site: dict, sites: ProgramSites, shape: tuple[int, int]) -> torch.Tensor:
     """One site's log-density per sample and example, ``shape`` = ``(S, B)``, nats: the site's ``log_prob`` times its
     mask (not its scale), summed over every plate nested in the data plate."""
     log_prob = scale_and_mask(site["fn"].log_prob(site["value"]), mask=site["mask"])
     if not isinstance(log_prob, torch.Tensor):
         log_prob = torch.as_tensor(log_prob)
-    depth = sites.max_plate_nesting + 1
-    if log_prob.dim() > depth:
-        raise InputError(
-            f"site {site['name']!r} has log_prob shape {tuple(log_prob.shape)}, deeper than the "
-            f"{sites.max_plate_nesting} plate(s) around it: declare its event dimensions with .to_event(n)"
-        )
-    log_prob = log_prob.reshape((1,) * (depth - log_prob.dim()) + tuple(log_prob.shape))
-    data_index = depth + sites.data_dim
-    others = [d for d in range(1, depth) if d != data_index]
-    if others:
-        log_prob = log_prob.sum(others, keepdim=True)
-    return log_prob.reshape(log_prob.shape[0], log_prob.shape[data_index]).expand(shape)
+    log_prob = site_layout(log_prob, 0, site["name"], sites)
+    if log_prob.dim() > 2:
+        log_prob = log_prob.sum(tuple(range(2, log_prob.dim())))
+    return log_prob.expand(shape)
 
 
 def trace_log_prob(trace, sites: ProgramSites, shape: tuple[int, int], names: Sequence[str] | None = None):
@@ -239,6 +256,63 @@ def trace_log_prob(trace, sites: ProgramSites, shape: tuple[int, int], names: Se
             log_prob = site_log_prob(site, sites, shape)
             total = total.to(log_prob) + log_prob  # follows the sites' device and dtype
     return total
+
+
+def trace_log_weights(guide_trace, model_trace, sites: ProgramSites) -> torch.Tensor:
+    """``log p(x, z_s) - log q(z_s | x)`` ``(S, B)`` of traces from :func:`importance_traces`, nats."""
+    shape = _trace_shape(guide_trace, sites)
+    return trace_log_prob(model_trace, sites, shape) - trace_log_prob(guide_trace, sites, shape)
+
+
+def _trace_shape(guide_trace, sites: ProgramSites) -> tuple[int, int]:
+    """``(S, B)`` of a guide trace drawn by :func:`importance_traces`: the sizes of its sample and data plates."""
+    sizes = {
+        frame.name: frame.size
+        for site in guide_trace.nodes.values()
+        if site["type"] == "sample"
+        for frame in site["cond_indep_stack"]
+    }
+    return sizes[IMPORTANCE_PLATE], sizes[sites.data_plate]
+
+
+def conditioned_sites(program: Callable, program_trace, guide_trace, x: torch.Tensor, *args, sites: ProgramSites):
+    """The latent sites whose distribution in ``program`` depends on the values of other latent sites.
+
+    ``guide_trace`` and ``program_trace`` come from :func:`importance_traces` (``program`` is the model, replayed on
+    the guide's draws, or the guide itself). ``program`` is replayed once more with the values of every latent site
+    shifted by one draw and one example (``roll`` along the sample and the data dimension), so that each site's
+    parents take other values while ``x`` and ``args`` stay; a site whose distribution gives a different
+    ``log_prob`` at the same point then depends on another latent site. The replay draws nothing and leaves the RNG
+    as it was. With a single draw of a single example nothing can be shifted: every site counts as conditioned.
+
+    Returns a ``frozenset`` of site names.
+    """
+    num_samples, num_examples = _trace_shape(guide_trace, sites)
+    if num_samples == 1 and num_examples == 1:
+        return frozenset(sites.latent)
+    shifted = poutine.Trace()
+    for name in sites.latent:
+        site = guide_trace.nodes[name]
+        batch_dims = site["value"].dim() - site["fn"].event_dim
+        dims = [batch_dims + dim for dim in (sites.sample_dim, sites.data_dim) if batch_dims + dim >= 0]
+        shifted.add_node(name, **{**site, "value": site["value"].roll([1] * len(dims), dims)})
+    with (
+        torch.no_grad(),
+        poutine.block(),
+        rng_preserved(x.device),
+        pyro.plate(IMPORTANCE_PLATE, num_samples, dim=sites.sample_dim),
+    ):
+        replayed = poutine.trace(poutine.replay(program, trace=shifted)).get_trace(x, *args)
+    conditioned = set()
+    for name in sites.latent:
+        point = shifted.nodes[name]["value"]
+        before = program_trace.nodes[name]["fn"].log_prob(point)
+        after = replayed.nodes[name]["fn"].log_prob(point)
+        tolerance = 16 * torch.finfo(before.dtype).eps
+        same = before.shape == after.shape and torch.allclose(before, after, tolerance, tolerance, equal_nan=True)
+        if not same:
+            conditioned.add(name)
+    return frozenset(conditioned)
 
 
 def log_importance_weights(
@@ -266,8 +340,7 @@ def log_importance_weights(
     """
     args = program_args(x, args, y)
     guide_trace, model_trace, sites = importance_traces(model, guide, x, num_samples, *args, sites=sites)
-    shape = (num_samples, x.shape[0])
-    return trace_log_prob(model_trace, sites, shape) - trace_log_prob(guide_trace, sites, shape)
+    return trace_log_weights(guide_trace, model_trace, sites)
 
 
 def example_batches(x: torch.Tensor, args: Sequence, batch_size: int) -> Iterator[tuple[torch.Tensor, tuple]]:

@@ -6,15 +6,19 @@
     report.md            the same as a readable page, with the warnings and the figures
     posterior.nc         ArviZ InferenceData of guide draws (see ppl_vae.arviz_export), netCDF via h5netcdf
     khat.png             Pareto k-hat per test example (az.plot_khat)
-    kl_per_dim.png       KL(q(z_j | x) || p(z_j)) and the activity of every latent dimension
+    kl_per_dim.png       the KL term and the activity of every latent dimension, one panel per latent site
     gap_histogram.png    log p(x) - ELBO per test example
-    manifold.png         the decoded latent grid (z_dim = 2 only)
+    manifold.png         the decoded latent grid (z_dim = 2 and no labels only)
 
 ``report.json`` keys: ``log_likelihood``, ``log_likelihood_se``, ``elbo``, ``elbo_se``, ``gap``, ``gap_se``, ``k``,
 ``khat`` (per example; ``null`` where the weights are constant), ``khat_share_above_0_7``, ``khat_share_above_0_5``,
-``ess_mean``, ``kl_per_dim``, ``activity``, ``active_units``, ``collapsed``, ``warnings``, ``test_examples``,
-``draws``; with the inference gap also ``amortization_gap``, ``approximation_gap`` and their ``_se``, ``gap_examples``,
-``gap_steps`` and the subset's bounds (``gap_log_likelihood``, ``gap_elbo_amortized``, ``gap_elbo_local``).
+``ess_mean``, ``kl_per_dim``, ``activity``, ``active_units``, ``collapsed`` (the single latent site's; with several,
+over all of them), ``latent_sites`` (per latent site: ``kl_per_dim``, ``kl_per_dim_se``, ``kl_total``,
+``kl_total_se``, ``kl_method``, ``kl_factorized``, ``activity``, ``active_units``, ``units``, ``collapsed``; see
+:mod:`ppl_vae.latent_sites`), ``warnings``, ``test_examples``, ``draws``; with the inference gap also
+``amortization_gap``, ``approximation_gap`` and their ``_se``, ``gap_examples``, ``gap_steps`` and the subset's bounds
+(``gap_log_likelihood``, ``gap_elbo_amortized``, ``gap_elbo_local``). A conditional VAE is evaluated with the test
+labels: every number is then of ``log p(x | y)``.
 
 Example::
 
@@ -34,7 +38,6 @@ from ppl_vae.config import require_int
 from ppl_vae.data import Dataset
 from ppl_vae.diagnostics import ACTIVE_UNIT_THRESHOLD, MIN_KHAT_SAMPLES, check_samples, diagnose
 from ppl_vae.errors import InputError
-from ppl_vae.evaluate import observed_test_set
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -68,39 +71,44 @@ class ReportConfig:
         require_int(self.draws, "--draws", least=MIN_KHAT_SAMPLES)  # PSIS needs that many draws
 
 
-def write_report(vae, data: Dataset, run_dir: str | Path, k: int, options: ReportConfig | None = None) -> dict:
-    """Diagnose ``vae`` on ``data``'s test set with ``k`` importance samples per example and write the report files
-    into ``run_dir`` (``options``: :class:`ReportConfig`, its defaults when ``None``); returns the contents of
-    ``report.json``."""
+def write_report(trained, data: Dataset, run_dir: str | Path, k: int, options: ReportConfig | None = None) -> dict:
+    """Diagnose ``trained`` (the built-in :class:`~ppl_vae.vae.VAE` or a user's
+    :class:`~ppl_vae.user_program.UserProgram`) on ``data``'s test set with ``k`` importance samples per example and
+    write the report files into ``run_dir`` (``options``: :class:`ReportConfig`, its defaults when ``None``); returns
+    the contents of ``report.json``. A program that takes labels gets the test labels in every computation."""
     from ppl_vae import plots
     from ppl_vae.arviz_export import to_inference_data
     from ppl_vae.inference_gap import inference_gap
+    from ppl_vae.user_program import as_user_program
 
     options = options or ReportConfig()
     run_dir = Path(run_dir)
-    device = next(vae.parameters()).device
-    x_test = observed_test_set(data.x_test, vae.likelihood.binary).to(device)
+    program = as_user_program(trained)
+    x_test, y_test = program.test_set(data)
     options.check(k, x_test.shape[0])
-    diagnostics = diagnose(vae.model, vae.guide, x_test, k=k)
+    diagnostics = diagnose(program.model, program.guide, x_test, k=k, y=y_test)
     report = diagnostics.to_json()
     report.update(test_examples=x_test.shape[0], draws=options.draws)
     if options.gap_examples:
-        gap = inference_gap(vae.model, vae.guide, x_test[: options.gap_examples], steps=options.gap_steps, k=k)
+        subset = slice(0, options.gap_examples)
+        labels = None if y_test is None else y_test[subset]
+        gap = inference_gap(program.model, program.guide, x_test[subset], steps=options.gap_steps, k=k, y=labels)
         report.update(gap.to_json())
     report["warnings"] = diagnostics.warnings
 
-    to_inference_data(vae, x_test, options.draws).to_netcdf(str(run_dir / POSTERIOR_NC))
+    to_inference_data(program, x_test, options.draws, y=y_test).to_netcdf(str(run_dir / POSTERIOR_NC))
     figures = [
         plots.plot_khat(diagnostics.khat, run_dir / "khat.png", k=k),
-        plots.plot_kl_per_dim(diagnostics.kl_per_dim, diagnostics.activity, run_dir / "kl_per_dim.png"),
+        plots.plot_kl_per_dim(report["latent_sites"], run_dir / "kl_per_dim.png"),
         plots.plot_gap_histogram(diagnostics.gap.per_example, run_dir / "gap_histogram.png", k=k),
     ]
-    if vae.config.z_dim == 2:
+    decode = getattr(trained, "decode", None)  # the built-in VAE's p(x | z); a program's decoder is its own
+    if decode is not None and trained.config.z_dim == 2 and y_test is None:  # conditional: one grid per class
         z_values = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, MANIFOLD_SIDE))
         rows, columns = torch.meshgrid(z_values.flip(0), z_values, indexing="ij")
-        z = torch.stack([columns, rows], dim=-1).reshape(-1, 2).to(device)
+        z = torch.stack([columns, rows], dim=-1).reshape(-1, 2).to(program.device)
         with torch.no_grad():
-            images = vae.decode(z).mean
+            images = decode(z).mean
         figures.append(plots.plot_manifold(images, data.image_shape, z_values, run_dir / "manifold.png"))
     save_json(run_dir / REPORT_JSON, report)
     atomic_write(run_dir / REPORT_MD, lambda file: file.write(format_markdown(report, figures, data.name)), mode="w")
@@ -124,13 +132,26 @@ def _rows(report: dict) -> list[tuple[str, float, float]]:
 
 
 def _summary_lines(report: dict) -> list[str]:
-    dims = len(report["kl_per_dim"])
-    return [
+    lines = [
         f"Pareto k-hat > 0.7: {report['khat_share_above_0_7']:.1%} of examples, > 0.5: "
         f"{report['khat_share_above_0_5']:.1%}; mean ESS {report['ess_mean']:.0f} of k = {report['k']}",
-        f"active units: {report['active_units']} of {dims} (Var_x E_q[z_j] > {ACTIVE_UNIT_THRESHOLD}); total KL "
-        f"{sum(report['kl_per_dim']):.3f} nats per example; collapsed: {'yes' if report['collapsed'] else 'no'}",
+        f"active units: {report['active_units']} of {len(report['activity'])} (Var_x E_q[z_j] > "
+        f"{ACTIVE_UNIT_THRESHOLD}); total KL {sum(report['kl_per_dim']):.3f} nats per example; collapsed: "
+        f"{'yes' if report['collapsed'] else 'no'}",
     ]
+    sites = report["latent_sites"]
+    if len(sites) > 1:
+        lines += [
+            f"latent site {name!r}: KL term {site['kl_total']:.3f} +- {site['kl_total_se']:.3f} nats per example "
+            f"({site['kl_method']}), "
+            + (
+                f"{site['active_units']} of {site['units']} units active"
+                if site["activity"] is not None
+                else "discrete"
+            )
+            for name, site in sites.items()
+        ]
+    return lines
 
 
 def format_table(report: dict) -> str:
@@ -140,6 +161,38 @@ def format_table(report: dict) -> str:
     lines += _summary_lines(report)
     lines += [f"WARNING: {warning}" for warning in report["warnings"]]
     return "\n".join(lines)
+
+
+def _site_table(name: str, site: dict, single: bool) -> list[str]:
+    """The markdown table of one latent site: the KL term per dimension (with its standard error where it is an
+    estimate), the activity and whether the dimension is active."""
+    lines = []
+    if not single:
+        lines += [
+            "",
+            f"### Site `{name}`: KL term {site['kl_total']:.4f} +- {site['kl_total_se']:.4f} nats per example "
+            f"({site['kl_method']})",
+        ]
+    estimated = any(se > 0 for se in site["kl_per_dim_se"])
+    kl_header = "KL(q(z_j given x) vs p(z_j))" if single else "KL term"
+    columns = ["dimension", f"{kl_header}, nats per example"] + (["std. error"] if estimated else [])
+    columns += ["Var_x E_q[z_j]", "active"]
+    lines += ["", "| " + " | ".join(columns) + " |", "|" + "---:|" * (len(columns) - 1) + ":---:|"]
+    activity = site["activity"]
+    units = len(site["kl_per_dim"]) if activity is None else len(activity)
+    for index in range(units):
+        if site["kl_factorized"]:
+            kl = [f"{site['kl_per_dim'][index]:.4f}"] + ([f"{site['kl_per_dim_se'][index]:.4f}"] if estimated else [])
+        elif index == 0:  # one term for the whole site
+            kl = [f"{site['kl_total']:.4f} (whole site)"] + ([f"{site['kl_total_se']:.4f}"] if estimated else [])
+        else:
+            kl = [""] * (2 if estimated else 1)
+        if activity is None:
+            used = ["", ""]
+        else:
+            used = [f"{activity[index]:.4f}", "yes" if activity[index] > ACTIVE_UNIT_THRESHOLD else "no"]
+        lines.append("| " + " | ".join([str(index), *kl, *used]) + " |")
+    return lines
 
 
 def format_markdown(report: dict, figures: list[Path], data_name: str) -> str:
@@ -163,17 +216,18 @@ def format_markdown(report: dict, figures: list[Path], data_name: str) -> str:
             f"per example fitted by SVI ({report['gap_steps']} steps); log p(x) there from k draws of the even "
             "mixture of both guides"
         )
-    lines += [
-        "",
-        "## Latent dimensions",
-        "",
-        "| dimension | KL(q(z_j given x) vs p(z_j)), nats per example | Var_x E_q[z_j] | active |",
-        "|---:|---:|---:|:---:|",
-    ]
-    lines += [
-        f"| {index} | {kl:.4f} | {activity:.4f} | {'yes' if activity > ACTIVE_UNIT_THRESHOLD else 'no'} |"
-        for index, (kl, activity) in enumerate(zip(report["kl_per_dim"], report["activity"], strict=True))
-    ]
+    lines += ["", "## Latent dimensions"]
+    if len(report["latent_sites"]) > 1:
+        lines += [
+            "",
+            "Per latent site, the KL term E_q[log q(z_j given ...) - log p(z_j given its parents)] per dimension, "
+            "nats per example: a closed form where one is registered and the prior has no latent parent, else a "
+            "Monte Carlo estimate from the same k draws (with its standard error). For a site whose prior depends "
+            "on other latent sites it is an expectation that can be negative; the terms of all sites add up to "
+            "KL(q(z given x) vs p(z)).",
+        ]
+    for name, site in report["latent_sites"].items():
+        lines += _site_table(name, site, single=len(report["latent_sites"]) == 1)
     lines += ["", "## Figures", ""] + [f"![{figure.stem}]({figure.name})" for figure in figures]
     lines += [
         "",

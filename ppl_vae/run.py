@@ -44,7 +44,7 @@ from ppl_vae.checkpoint import (
 from ppl_vae.config import EvalConfig, ModelConfig, ProgramSpec, RunConfig
 from ppl_vae.data import Dataset, load_dataset
 from ppl_vae.errors import InputError
-from ppl_vae.evaluate import elbo, iwae_log_likelihood, observed_test_set
+from ppl_vae.evaluate import elbo, iwae_log_likelihood
 from ppl_vae.report import ReportConfig, write_report
 from ppl_vae.train import fit, seed_everything
 from ppl_vae.user_program import UserProgram, as_user_program, build_program, fit_program
@@ -178,7 +178,7 @@ def evaluate_vae(
     ``log_likelihood=False`` leaves the IWAE estimate out, for a caller that gets it from the diagnostics' draws.
     """
     program = as_user_program(trained)
-    x_test, y_test = _test_set(program, data)
+    x_test, y_test = program.test_set(data)
     test_elbo = elbo(program.model, program.guide, x_test, num_particles=evaluation.num_particles, y=y_test)
     metrics = {
         "conditional": y_test is not None,
@@ -206,8 +206,8 @@ def evaluate_run(
     With ``report`` (a :class:`~ppl_vae.report.ReportConfig`) also write the diagnostics report (``report.json``,
     ``report.md``, ``posterior.nc``, figures; see :mod:`ppl_vae.report`) with ``evaluation.k`` importance samples per
     example; the returned dict then holds the contents of ``report.json`` under ``"report"``, and the IWAE estimate
-    in ``metrics.json`` is the report's (the same estimator with the same ``k``, computed once). Where the report
-    cannot be written yet (a conditional VAE, a user's program) the dict says why under ``"report_skipped"``.
+    in ``metrics.json`` is the report's (the same estimator with the same ``k``, computed once). Labels reach every
+    computation of a conditional VAE or of a program that takes them.
 
     A program run is rebuilt only with ``trust_program=True`` (see :func:`load`).
     """
@@ -215,34 +215,19 @@ def evaluate_run(
     config = load_config(run_dir)
     trained = load(run_dir, device=device, trust_program=trust_program)
     data = load_data(config)
-    skipped = _report_skipped(config)
-    reporting = report is not None and skipped is None
-    if reporting:
+    if report is not None:
         report.check(evaluation.k, data.x_test.shape[0])
     seed_everything(config.train.seed)
     metrics_path = run_dir / METRICS_FILE
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    metrics.update(evaluate_vae(trained, data, evaluation, log_likelihood=not reporting))
-    if reporting:
-        written = write_report(trained, data, run_dir, evaluation.k, report)
-        metrics.update(
-            test_log_likelihood=written["log_likelihood"], test_log_likelihood_se=written["log_likelihood_se"]
-        )
+    metrics.update(evaluate_vae(trained, data, evaluation, log_likelihood=report is None))
+    if report is None:
+        save_json(metrics_path, metrics)
+        return metrics
+    written = write_report(trained, data, run_dir, evaluation.k, report)
+    metrics.update(test_log_likelihood=written["log_likelihood"], test_log_likelihood_se=written["log_likelihood_se"])
     save_json(metrics_path, metrics)
-    if reporting:
-        return {**metrics, "report": written}
-    if report is not None:
-        return {**metrics, "report_skipped": skipped}
-    return metrics
-
-
-def _report_skipped(config: RunConfig) -> str | None:
-    """Why the diagnostics report cannot be written for this run yet; ``None`` where it can."""
-    if config.program is not None:
-        return "the diagnostics report reads the built-in VAE's latent site 'z'; it does not take a user's program yet"
-    if config.model.num_classes:
-        return "the diagnostics report does not pass labels to a conditional VAE yet"
-    return None
+    return {**metrics, "report": written}
 
 
 FIGURE_FUNCTIONS = {"reconstructions.png": "reconstruct", "samples.png": "sample", "latent.png": "encode"}
@@ -268,7 +253,7 @@ def draw_figures(
 
     program = as_user_program(trained)
     shape = data.image_shape
-    x_test, y_test = _test_set(program, data)
+    x_test, y_test = program.test_set(data)
     labelled = () if y_test is None else (y_test,)
     shown = () if y_test is None else (y_test[:num_images],)
     figures = [plots.plot_training_curves(history, run_dir / "elbo.png", title=f"ELBO per epoch on {data.name}")]
@@ -298,14 +283,6 @@ def draw_figures(
             )
         )
     return figures
-
-
-def _test_set(program: UserProgram, data: Dataset) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The test observations (binarized once for a binary likelihood) and, for programs that take labels, the
-    labels, on the program's device."""
-    device = program.device
-    x_test = observed_test_set(data.x_test, program.binary).to(device)
-    return x_test, data.y_test.to(device) if program.labels else None
 
 
 def default_run_dir(data_name: str) -> Path:

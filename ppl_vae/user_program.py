@@ -74,6 +74,7 @@ from torch import nn
 
 from ppl_vae.config import ProgramSpec, TrainConfig
 from ppl_vae.errors import InputError
+from ppl_vae.evaluate import observed_test_set
 from ppl_vae.train import fit
 
 if TYPE_CHECKING:
@@ -135,6 +136,12 @@ class UserProgram:
     def device(self) -> torch.device:
         """The device of the modules' first parameter."""
         return next(self.modules.parameters()).device
+
+    def test_set(self, data: Dataset) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The test observations on the program's device (binarized once with a fixed seed for a binary
+        likelihood), and the test labels ``(N,)`` for a program that takes them (``None`` otherwise)."""
+        x_test = observed_test_set(data.x_test, self.binary).to(self.device)
+        return x_test, data.y_test.to(self.device) if self.labels else None
 
 
 def as_user_program(trained: VAE | UserProgram) -> UserProgram:

@@ -118,4 +118,8 @@ def test_cli_trains_and_reloads_a_conditional_run(tmp_path, capsys):
         main(["evaluate", str(out), "--k", "100", "--eval-particles", "5", "--gap-examples", "2", "--gap-steps", "5"])
         == 0
     )
-    assert "log p(x | y)" in capsys.readouterr().out
+    out_text = capsys.readouterr().out
+    assert "log p(x | y)" in out_text and "active units" in out_text  # the report, with the labels
+    report = json.loads((out / "report.json").read_text())
+    assert report["log_likelihood"] >= report["elbo"] and set(report["latent_sites"]) == {"z"}
+    assert "amortization_gap" in report and (out / "posterior.nc").is_file() and not (out / "manifold.png").exists()

@@ -280,6 +280,10 @@ def test_evaluate_command_writes_the_report(digits_run, capsys):
     assert (digits_run / "manifold.png").is_file()
     report = json.loads((digits_run / "report.json").read_text())
     assert len(report["khat"]) == 300 and len(report["kl_per_dim"]) == 2 and report["k"] == 100
+    site = report["latent_sites"]["z"]  # the single site's keys are the top-level ones
+    assert site["kl_per_dim"] == report["kl_per_dim"] and site["activity"] == report["activity"]
+    assert site["kl_method"] == "closed form" and site["kl_per_dim_se"] == [0.0, 0.0]
+    assert site["active_units"] == report["active_units"] and site["kl_total"] == pytest.approx(sum(site["kl_per_dim"]))
     assert report["log_likelihood"] >= report["elbo"] and report["gap"] >= 0
     assert {"amortization_gap", "approximation_gap", "khat_share_above_0_7", "ess_mean", "collapsed"} <= set(report)
     assert "| log p(x) (IWAE, k=100) |" in (digits_run / "report.md").read_text()

@@ -92,10 +92,13 @@ def test_evaluate_needs_trust_and_reports_the_programs_elbo(vae_run, digits, cap
     run_dir, trained = vae_run
     assert main(["evaluate", str(run_dir), "--k", "30", "--eval-particles", "4"]) == 2
     assert f"'{VAE_PROGRAM}'; loading it imports and runs that module: pass --trust-program" in one_error_line(capsys)
-    assert main(["evaluate", str(run_dir), "--k", "30", "--eval-particles", "4", "--trust-program"]) == 0
-    assert "no diagnostics report: " in capsys.readouterr().out
+    evaluate = ["evaluate", str(run_dir), "--k", "100", "--eval-particles", "4", "--gap-examples", "2"]
+    assert main([*evaluate, "--gap-steps", "5", "--trust-program"]) == 0
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["k"] == 30 and metrics["elbo_particles"] == 4 and metrics["history"] == trained["history"]
+    assert metrics["k"] == 100 and metrics["elbo_particles"] == 4 and metrics["history"] == trained["history"]
+    report = json.loads((run_dir / "report.json").read_text())  # the diagnostics, per latent site of the program
+    assert list(report["latent_sites"]) == ["code"] and len(report["latent_sites"]["code"]["kl_per_dim"]) == 2
+    assert metrics["test_log_likelihood"] == report["log_likelihood"] and (run_dir / "posterior.nc").is_file()
     # the same estimate, recomputed from the loaded program with the run's seed
     program = ppl_vae.load(run_dir, trust_program=True)
     seed_everything(0)
@@ -128,8 +131,10 @@ def test_two_latent_sites_train_evaluate_and_run_in_the_kl_lab(two_level_run, tm
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert set(metrics["figures_skipped"]) == {"reconstructions.png", "samples.png", "latent.png"}
     assert sorted(path.name for path in run_dir.glob("*.png")) == ["elbo.png"]
-    assert main(["evaluate", str(run_dir), "--k", "10", "--eval-particles", "2", "--trust-program"]) == 0
-    assert json.loads((run_dir / "metrics.json").read_text())["k"] == 10
+    evaluate = ["evaluate", str(run_dir), "--k", "100", "--eval-particles", "2", "--gap-examples", "0"]
+    assert main([*evaluate, "--trust-program"]) == 0
+    assert json.loads((run_dir / "metrics.json").read_text())["k"] == 100
+    assert list(json.loads((run_dir / "report.json").read_text())["latent_sites"]) == ["z1", "z2"]
 
     argv = ["compare-kl", "--run", str(run_dir), "--estimators", "trace", "--repetitions", "2", "--epochs", "0"]
     assert main([*argv, "--out", str(tmp_path / "lab")]) == 2
