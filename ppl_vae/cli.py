@@ -30,6 +30,15 @@ def parse_hidden(text: str) -> tuple[int, ...]:
         raise InputError(f"--hidden {text!r}: expected comma-separated integers, e.g. 128 or 256,128") from None
 
 
+def integer_or_text(text: str) -> int | str:
+    """``"2"`` -> ``2``; any other text is returned as it is, for the config check to refuse with the flag's own
+    message (one line, where argparse's ``type=int`` would print its usage too)."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
 def _add_evaluation_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--k", type=int, default=DEFAULTS_EVAL.k, help="importance samples per test example for log p(x)"
@@ -83,6 +92,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--conditional", action="store_true", help="conditional VAE: one-hot labels into encoder and decoder"
     )
     train.add_argument("--scale-param", default="log_scale", help="guide scale head: log_scale | log_var | softplus")
+    train.add_argument(
+        "--latent-layers",
+        type=integer_or_text,
+        default=1,
+        help="1: z; 2: the hierarchical VAE z2 -> z1 -> x, guide q(z1 | x) q(z2 | z1) (use --elbo trace)",
+    )
+    train.add_argument(
+        "--top-z-dim",
+        type=integer_or_text,
+        default=None,
+        help="dimensions of z2 with --latent-layers 2, 1 to --z-dim [z_dim // 2]",
+    )
     _add_part_flags(train)
     train.add_argument("--seed", type=int, default=DEFAULTS_TRAIN.seed)
     train.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda [cpu]")
@@ -168,7 +189,14 @@ def _config_from_args(args) -> RunConfig:
     data = load_dataset(data_config.name, root=data_config.root, download=data_config.download)
     parts = {name: getattr(args, name) for name in PART_FIELDS}
     model = model_config_for(
-        data, conditional=args.conditional, z_dim=args.z_dim, hidden=hidden, scale_param=args.scale_param, **parts
+        data,
+        conditional=args.conditional,
+        z_dim=args.z_dim,
+        hidden=hidden,
+        scale_param=args.scale_param,
+        latent_layers=args.latent_layers,
+        top_z_dim=args.top_z_dim,
+        **parts,
     )
     return RunConfig(model=model, data=data_config, train=train, evaluation=evaluation)
 

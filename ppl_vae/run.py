@@ -175,7 +175,8 @@ def evaluate_run(
 
 
 def draw_figures(vae: VAE, data: Dataset, history: list[dict], run_dir: Path, num_images: int = 32) -> list[Path]:
-    """The run's PNGs: ELBO curves, test images above their reconstructions, prior samples, latent means by label."""
+    """The run's PNGs: ELBO curves, test images above their reconstructions, prior samples, latent means by label
+    (of the decoder's latent: ``z``, or ``z1`` of a two-layer VAE, whose prior samples come through ``z2``)."""
     from ppl_vae import plots
 
     device = next(vae.parameters()).device
@@ -183,15 +184,22 @@ def draw_figures(vae: VAE, data: Dataset, history: list[dict], run_dir: Path, nu
     x_test = observed_test_set(data.x_test, vae.likelihood.binary).to(device)
     y_test = _labels(vae, data.y_test, device)
     y_shown = None if y_test is None else y_test[:num_images]
+    code = vae.code_site  # the latent the decoder reads: z, or z1 of a hierarchical VAE (sampled through z2)
     with torch.no_grad():
         z_loc, _ = vae.encode(x_test, y_test)
     if y_test is None:
         samples = plots.plot_image_grid(
-            vae.sample(64), shape, run_dir / "samples.png", "Pixel means of p(x | z), z ~ p(z)"
+            vae.sample(64), shape, run_dir / "samples.png", f"Pixel means of p(x | {code}), {code} ~ p({code})"
         )
     else:
         classes = torch.arange(vae.config.num_classes, device=device).repeat_interleave(8)
-        samples = plots.plot_class_samples(vae.sample(len(classes), y=classes), classes, shape, run_dir / "samples.png")
+        samples = plots.plot_class_samples(
+            vae.sample(len(classes), y=classes),
+            classes,
+            shape,
+            run_dir / "samples.png",
+            f"Samples of p(x | {code}, y), {code} ~ p({code})",
+        )
     return [
         plots.plot_training_curves(history, run_dir / "elbo.png", title=f"ELBO per epoch on {data.name}"),
         plots.plot_reconstructions(
@@ -199,7 +207,7 @@ def draw_figures(vae: VAE, data: Dataset, history: list[dict], run_dir: Path, nu
         ),
         samples,
         plots.plot_latent_scatter(
-            z_loc, data.y_test, run_dir / "latent.png", "E_q[z | x]" if y_test is None else "E_q[z | x, y]"
+            z_loc, data.y_test, run_dir / "latent.png", f"E_q[{code} | x]" if y_test is None else f"E_q[{code} | x, y]"
         ),
     ]
 
