@@ -31,6 +31,15 @@ def parse_hidden(text: str) -> tuple[int, ...]:
         raise InputError(f"--hidden {text!r}: expected comma-separated integers, e.g. 128 or 256,128") from None
 
 
+def integer_or_text(text: str) -> int | str:
+    """``"2"`` -> ``2``; any other text is returned as it is, for the config check to refuse with the flag's own
+    message (one line, where argparse's ``type=int`` would print its usage too)."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
 def _add_evaluation_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--k", type=int, default=DEFAULTS_EVAL.k, help="importance samples per test example for log p(x)"
@@ -100,6 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--scale-param", default=None, help="guide scale head: log_scale | log_var | softplus [log_scale]"
     )
+    train.add_argument(
+        "--latent-layers",
+        type=integer_or_text,
+        default=None,
+        help="1: z; 2: the hierarchical VAE z2 -> z1 -> x, guide q(z1 | x) q(z2 | z1) (use --elbo trace) [1]",
+    )
+    train.add_argument(
+        "--top-z-dim",
+        type=integer_or_text,
+        default=None,
+        help="dimensions of z2 with --latent-layers 2, 1 to --z-dim [z_dim // 2]",
+    )
     _add_part_flags(train)
     train.add_argument("--seed", type=int, default=DEFAULTS_TRAIN.seed)
     train.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda [cpu]")
@@ -143,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
 PART_FIELDS = ("likelihood", "prior", "guide", "net", "pixel_scale", "prior_components", "rank", "flow_layers")
 """The ModelConfig fields set by the part flags (``--likelihood`` ... ``--flow-layers``)."""
 
-MODEL_FIELDS = ("z_dim", "hidden", "scale_param", *PART_FIELDS)
+MODEL_FIELDS = ("z_dim", "hidden", "scale_param", "latent_layers", "top_z_dim", *PART_FIELDS)
 """The ModelConfig fields set by ``ppl-vae train``'s model flags; ``None`` (the flag's default) means not given."""
 
 

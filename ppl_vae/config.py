@@ -83,6 +83,11 @@ class ModelConfig:
         flow_layers: inverse autoregressive flows of the ``iaf`` guide.
         num_classes: 0 for a plain VAE; ``C > 0`` for a conditional VAE on labels ``0..C-1`` (``--conditional``):
             one-hot ``y`` is concatenated to ``x`` for the encoder and to ``z`` for the decoder (``--net mlp``).
+        latent_layers: 1 for one latent site ``"z"``; 2 for the hierarchical VAE over ``"z1"`` (``z_dim``
+            dimensions, read by the decoder) and ``"z2"`` (``top_z_dim``), see :class:`~ppl_vae.vae.VAE`. The prior
+            (``normal`` or ``mog``) is then p(z2); the guide (any) is q(z1 | x).
+        top_z_dim: dimensions of ``"z2"`` (``--latent-layers 2`` only), ``1 <= top_z_dim <= z_dim``; ``None`` means
+            ``max(1, z_dim // 2)`` (see :attr:`top_dim`).
     """
 
     x_dim: int
@@ -99,6 +104,16 @@ class ModelConfig:
     rank: int = 2
     flow_layers: int = 2
     num_classes: int = 0
+    latent_layers: int = 1
+    top_z_dim: int | None = None
+
+    @property
+    def top_dim(self) -> int | None:
+        """Dimensions of the top latent site ``"z2"``: ``top_z_dim``, or ``max(1, z_dim // 2)`` when unset;
+        ``None`` for a one-layer VAE."""
+        if self.latent_layers == 1:
+            return None
+        return self.top_z_dim if self.top_z_dim is not None else max(1, self.z_dim // 2)
 
     def __post_init__(self):
         from ppl_vae.guides import GUIDES
@@ -140,6 +155,34 @@ class ModelConfig:
             self.num_classes == 0 or self.net == "mlp",
             f"--conditional concatenates one-hot labels to flat inputs: it needs --net mlp, got --net {self.net}",
         )
+        _check_latent_layers(self)
+
+
+MAX_LATENT_LAYERS = 2
+"""The built-in VAE has one latent layer ``"z"`` or two, ``"z2" -> "z1"`` (deeper models: write your own program)."""
+
+
+def _check_latent_layers(config: ModelConfig) -> None:
+    """``latent_layers`` in ``1..MAX_LATENT_LAYERS``; ``top_z_dim`` only with two layers, within ``1..z_dim``; the
+    VampPrior (a mixture of the guide q(z | u_k) at its pseudo-inputs) has no counterpart for the top layer."""
+    layers = config.latent_layers
+    require(
+        isinstance(layers, int) and not isinstance(layers, bool) and 1 <= layers <= MAX_LATENT_LAYERS,
+        f"--latent-layers must be an integer from 1 to {MAX_LATENT_LAYERS}, got {layers!r}",
+    )
+    if config.top_z_dim is not None:
+        require(layers == 2, f"--top-z-dim {config.top_z_dim!r} needs --latent-layers 2, got --latent-layers {layers}")
+        require(
+            isinstance(config.top_z_dim, int)
+            and not isinstance(config.top_z_dim, bool)
+            and 1 <= config.top_z_dim <= config.z_dim,
+            f"--top-z-dim must be an integer from 1 to --z-dim {config.z_dim}, got {config.top_z_dim!r}",
+        )
+    require(
+        layers == 1 or config.prior != "vamp",
+        "--latent-layers 2 with --prior vamp: the VampPrior is the guide q(z | u_k) at pseudo-inputs, which has no "
+        "form for the top layer z2; use --prior normal or mog (the prior of z2)",
+    )
 
 
 @dataclass(frozen=True)

@@ -102,8 +102,9 @@ def write_report(trained, data: Dataset, run_dir: str | Path, k: int, options: R
         plots.plot_kl_per_dim(report["latent_sites"], run_dir / "kl_per_dim.png"),
         plots.plot_gap_histogram(diagnostics.gap.per_example, run_dir / "gap_histogram.png", k=k),
     ]
-    decode = getattr(trained, "decode", None)  # the built-in VAE's p(x | z); a program's decoder is its own
-    if decode is not None and trained.config.z_dim == 2 and y_test is None:  # conditional: one grid per class
+    decode = getattr(trained, "decode", None)  # the built-in one-layer VAE's p(x | z), whose prior is N(0, I)
+    one_layer = decode is not None and trained.config.latent_layers == 1
+    if one_layer and trained.config.z_dim == 2 and y_test is None:  # conditional: one grid per class
         z_values = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, MANIFOLD_SIDE))
         rows, columns = torch.meshgrid(z_values.flip(0), z_values, indexing="ij")
         z = torch.stack([columns, rows], dim=-1).reshape(-1, 2).to(program.device)

@@ -248,11 +248,13 @@ def draw_figures(
     trained: VAE | UserProgram, data: Dataset, history: list[dict], run_dir: Path, num_images: int = 32
 ) -> list[Path]:
     """The run's PNGs: ELBO curves, test images above their reconstructions, prior samples, latent means by label
-    (for a user's program, those it offers ``reconstruct``, ``sample`` and ``encode`` for: :func:`figures_skipped`)."""
+    (for a user's program, those it offers ``reconstruct``, ``sample`` and ``encode`` for: :func:`figures_skipped`).
+    The latent named in the titles is the one the decoder reads: ``z``, or ``z1`` of a two-layer VAE."""
     from ppl_vae import plots
 
     program = as_user_program(trained)
     shape = data.image_shape
+    code = trained.code_site if isinstance(trained, VAE) else "z"
     x_test, y_test = program.test_set(data)
     labelled = () if y_test is None else (y_test,)
     shown = () if y_test is None else (y_test[:num_images],)
@@ -268,18 +270,24 @@ def draw_figures(
         if y_test is None:
             with torch.no_grad():
                 images = program.sample(64)
-            figures.append(plots.plot_image_grid(images, shape, path, "Pixel means of p(x | z), z ~ p(z)"))
+            figures.append(
+                plots.plot_image_grid(images, shape, path, f"Pixel means of p(x | {code}), {code} ~ p({code})")
+            )
         else:
             classes = torch.arange(data.num_classes, device=program.device).repeat_interleave(8)
             with torch.no_grad():
                 images = program.sample(len(classes), classes)
-            figures.append(plots.plot_class_samples(images, classes, shape, path))
+            title = f"Samples of p(x | {code}, y), {code} ~ p({code})"
+            figures.append(plots.plot_class_samples(images, classes, shape, path, title))
     if program.encode is not None:
         with torch.no_grad():
             z_loc = program.encode(x_test, *labelled)
         figures.append(
             plots.plot_latent_scatter(
-                z_loc, data.y_test, run_dir / "latent.png", "E_q[z | x]" if y_test is None else "E_q[z | x, y]"
+                z_loc,
+                data.y_test,
+                run_dir / "latent.png",
+                f"E_q[{code} | x]" if y_test is None else f"E_q[{code} | x, y]",
             )
         )
     return figures

@@ -15,6 +15,21 @@ A conditional VAE (``ModelConfig.num_classes = C > 0``) takes labels ``y`` of sh
 the guide's network reads ``[x | one_hot(y)]`` (``(B, D + C)``) and the decoder ``[z | one_hot(y)]``, so the model is
 ``p(z) p(x | z, y)`` and evaluation reports ``log p(x | y)``. ``y`` is an input, not a sample site.
 
+**Two latent layers** (``ModelConfig.latent_layers = 2``, ``--latent-layers 2``): a hierarchical VAE over the sites
+``"z1"`` (``z_dim`` dimensions, the code the decoder reads) and ``"z2"`` (``top_dim = top_z_dim or z_dim // 2``)::
+
+    model:  z2 ~ p(z2)                                    # the prior (normal | mog), event (top_dim,)
+            z1 ~ p(z1 | z2) = Normal(loc(z2), scale(z2))  # prior_z1: an MLP of z2 and the scale head
+            x  ~ p(x | z1 [, y])                          # the decoder and likelihood, as above
+    guide:  z1 ~ q(z1 | x [, y])                          # the encoder (any guide), as above
+            z2 ~ q(z2 | z1) = Normal(loc(z1), scale(z1))  # guide_z2: an MLP of the *sampled* z1
+
+``p(z1 | z2)`` and ``q(z2 | z1)`` are :class:`~ppl_vae.guides.DiagonalNormalGuide` networks over latents (the
+``hidden`` widths; ``--scale-param`` heads); labels reach only the encoder and the decoder. ``q(z2 | z1)`` depends on
+the sampled ``z1``, so the guide is not mean-field: train with ``--elbo trace`` (or ``jit``, ``iwae``), not
+``meanfield``. ``encode`` returns ``loc`` and ``scale`` of q(z1 | x); ``reconstruct`` decodes that ``loc``; ``sample``
+draws ``z2 ~ p(z2)``, then ``z1 ~ p(z1 | z2)``, and returns the pixel means of p(x | z1).
+
 ``SVI(vae.model, vae.guide, optim, Trace_ELBO())`` then samples ``z`` from the guide with the reparameterization
 ``z = loc + scale * eps`` and estimates ``ELBO = E_q[log p(x | z)] - KL(q(z | x) || p(z))`` by Monte Carlo;
 ``TraceMeanField_ELBO`` uses the closed-form KL instead.
@@ -41,7 +56,7 @@ from torch import nn
 
 from ppl_vae.config import ModelConfig
 from ppl_vae.errors import InputError
-from ppl_vae.guides import GUIDES
+from ppl_vae.guides import GUIDES, DiagonalNormalGuide
 from ppl_vae.likelihoods import LIKELIHOODS
 from ppl_vae.nets import NETS
 from ppl_vae.priors import PRIORS
@@ -53,7 +68,10 @@ class VAE(nn.Module):
     """A variational autoencoder assembled from named parts (see :class:`~ppl_vae.config.ModelConfig`).
 
     Submodules: ``prior`` (p(z)), ``decoder`` (network: z -> likelihood parameters), ``likelihood`` (p(x | decoder
-    output)), ``encoder`` (the guide: x -> q(z | x)).
+    output)), ``encoder`` (the guide: x -> q(z | x)). With two latent layers ``z`` is ``z1``, ``prior`` is p(z2), and
+    ``prior_z1`` (p(z1 | z2)) and ``guide_z2`` (q(z2 | z1)) are added; with one they are ``None``.
+
+    ``code_site`` is the latent site the decoder reads: ``"z"``, or ``"z1"`` with two layers.
 
     Each instance registers its parameters in Pyro's global parameter store under its own name
     (``pyro_name``), so two VAEs in one process never share parameters.
@@ -65,31 +83,47 @@ class VAE(nn.Module):
         self.pyro_name = f"vae{next(_instance_ids)}"
         self.likelihood = LIKELIHOODS.get(config.likelihood)(config)
         self.encoder = GUIDES.get(config.guide)(_encoder_config(config))
-        self.prior = PRIORS.get(config.prior)(config, self.encoder)  # the VampPrior evaluates the guide
+        top = config if config.latent_layers == 1 else _latent_layer_config(config, config.z_dim, config.top_dim)
+        self.prior = PRIORS.get(config.prior)(top, self.encoder)  # the VampPrior evaluates the guide
         self.decoder = NETS.get(config.net).decoder(
             config.z_dim + config.num_classes,
             config.hidden,
             self.likelihood.outputs_per_pixel * config.x_dim,
             config.image_shape,
         )
+        self.code_site = "z" if config.latent_layers == 1 else "z1"
+        self.prior_z1 = self.guide_z2 = None
+        if config.latent_layers == 2:  # built last, so a one-layer VAE starts from the same weights as before
+            self.prior_z1 = DiagonalNormalGuide(
+                _latent_layer_config(config, config.top_dim, config.z_dim, tuple(reversed(config.hidden)))
+            )
+            self.guide_z2 = DiagonalNormalGuide(_latent_layer_config(config, config.z_dim, config.top_dim))
 
     # --- the two Pyro programs -------------------------------------------------------------------------------
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         """p(z) p(x | z [, y]) for ``x`` of shape ``(B, D)``, observed at site ``"x"``; labels ``y`` ``(B,)``."""
         pyro.module(self.pyro_name, self)
         with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", self.prior.dist())
+            if self.prior_z1 is None:
+                z = pyro.sample("z", self.prior.dist())
+            else:
+                z2 = pyro.sample("z2", self.prior.dist())
+                z = pyro.sample("z1", self.prior_z1.dist(z2))
             pyro.sample("x", self.decode(z, y), obs=x)
 
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
-        """q(z | x [, y]) at site ``"z"`` for ``x`` of shape ``(B, D)``; labels ``y`` ``(B,)``."""
+        """q(z | x [, y]) at site ``"z"`` (or q(z1 | x [, y]) q(z2 | z1) at ``"z1"``, ``"z2"``) for ``x`` of shape
+        ``(B, D)``; labels ``y`` ``(B,)``."""
         pyro.module(self.pyro_name, self)
         with pyro.plate("data", x.shape[0]):
-            pyro.sample("z", self.encoder.dist(self._with_labels(x, y)))
+            z = pyro.sample(self.code_site, self.encoder.dist(self._with_labels(x, y)))
+            if self.guide_z2 is not None:
+                pyro.sample("z2", self.guide_z2.dist(z))
 
     # --- the same parts as plain functions -------------------------------------------------------------------
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``loc`` and ``scale`` of the guide's diagonal Normal, each ``(B, z_dim)`` for ``x`` of shape ``(B, D)``."""
+        """``loc`` and ``scale`` of the guide's diagonal Normal, each ``(B, z_dim)`` for ``x`` of shape ``(B, D)`` (of
+        q(z1 | x) with two latent layers)."""
         return self.encoder.loc_and_scale(self._with_labels(x, y))
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> dist.TorchDistribution:
@@ -104,11 +138,14 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def sample(self, num_samples: int, y: int | torch.Tensor | None = None) -> torch.Tensor:
-        """Pixel means of p(x | z [, y]) for ``num_samples`` draws ``z ~ p(z)``: ``(num_samples, D)``.
+        """Pixel means of p(x | z [, y]) for ``num_samples`` draws ``z ~ p(z)``: ``(num_samples, D)``. With two
+        latent layers ``z2 ~ p(z2)``, ``z1 ~ p(z1 | z2)``, and the pixel means of p(x | z1 [, y]).
 
         ``y`` (conditional VAE only): one class for every sample, or ``(num_samples,)`` classes.
         """
         z = self.prior.dist().sample((num_samples,))
+        if self.prior_z1 is not None:
+            z = self.prior_z1.dist(z).sample()
         if y is not None and self.config.num_classes:
             y = torch.as_tensor(y, device=z.device).expand(num_samples)
             if y.is_floating_point() or not bool(((y >= 0) & (y < self.config.num_classes)).all()):
@@ -129,6 +166,26 @@ class VAE(nn.Module):
             return inputs
         one_hot = F.one_hot(y, classes).to(inputs.dtype)
         return torch.cat([inputs, one_hot.expand(*inputs.shape[:-1], classes)], dim=-1)
+
+
+def _latent_layer_config(
+    config: ModelConfig, in_dim: int, out_dim: int, hidden: tuple[int, ...] | None = None
+) -> ModelConfig:
+    """The view of ``config`` of a Normal between latent layers, ``in_dim`` values -> ``out_dim`` dimensions: an MLP
+    (``hidden``, default ``config.hidden``) with ``config``'s scale head, no labels (also the top prior's view, with
+    ``out_dim = top_dim``)."""
+    return dataclasses.replace(
+        config,
+        x_dim=in_dim,
+        image_shape=(1, 1, in_dim),
+        z_dim=out_dim,
+        hidden=config.hidden if hidden is None else hidden,
+        guide="diagonal",
+        net="mlp",
+        num_classes=0,
+        latent_layers=1,
+        top_z_dim=None,
+    )
 
 
 def _encoder_config(config: ModelConfig) -> ModelConfig:

@@ -46,6 +46,23 @@ def test_train_then_evaluate_writes_every_file(tmp_path, capsys):
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 3
 
 
+def test_train_two_latent_layers_then_resume(tmp_path, capsys):
+    from ppl_vae.run import load
+
+    run_dir = tmp_path / "run"
+    argv = ["--k", 10, "--eval-particles", 5, "--out", run_dir, "--no-progress"]
+    status, out, err = run_cli(capsys, "train", "--latent-layers", 2, "--top-z-dim", 3, "--epochs", 1, *argv)
+    assert status == 0, err
+    for name in PLOT_FILES:
+        assert (run_dir / name).stat().st_size > 0, name
+    model = json.loads((run_dir / "config.json").read_text())["model"]
+    assert (model["latent_layers"], model["top_z_dim"]) == (2, 3)
+    assert load(run_dir).guide_z2 is not None
+    status, out, err = run_cli(capsys, "train", "--resume", "--epochs", 2, *argv)
+    assert status == 0, err
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 2
+
+
 def write_npz(path, **arrays):
     np.savez(path, **arrays)
     return path
@@ -85,6 +102,9 @@ def npz_files(tmp_path):
         (["train", "--elbo", "elbo"], "--elbo: unknown objective 'elbo'"),
         (["evaluate", "{tmp}/missing"], "run folder .*missing' does not exist"),
         (["train", "--resume"], "--resume needs --out"),
+        (["train", "--latent-layers", "3"], "--latent-layers must be an integer from 1 to 2, got 3"),
+        (["train", "--latent-layers", "true"], "--latent-layers must be an integer from 1 to 2, got 'true'"),
+        (["train", "--latent-layers", "2", "--top-z-dim", "9"], "--top-z-dim must be an integer from 1 to --z-dim 8"),
     ],
 )
 def test_bad_input_is_one_clear_line(capsys, tmp_path, npz_files, argv, message):

@@ -73,3 +73,36 @@ def test_a_config_file_has_exactly_one_model_or_program(change, message):
     raw.update(change)
     with pytest.raises(InputError, match=message):
         RunConfig.from_json(json.dumps(raw))
+
+
+def test_two_layer_json_round_trip_and_older_files():
+    config = RunConfig(model=ModelConfig(x_dim=64, image_shape=(1, 8, 8), z_dim=6, latent_layers=2, top_z_dim=3))
+    assert RunConfig.from_json(config.to_json()) == config and config.model.top_dim == 3
+    default_top = ModelConfig(x_dim=64, image_shape=(1, 8, 8), z_dim=5, latent_layers=2)
+    assert RunConfig.from_json(RunConfig(model=default_top).to_json()).model.top_dim == 2  # z_dim // 2
+    raw = json.loads(RunConfig(model=ModelConfig(x_dim=64, image_shape=(1, 8, 8))).to_json())
+    for key in ("latent_layers", "top_z_dim"):
+        del raw["model"][key]  # a config.json written before the hierarchical VAE
+    model = RunConfig.from_json(json.dumps(raw)).model
+    assert model.latent_layers == 1 and model.top_dim is None
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"latent_layers": 0}, "--latent-layers must be an integer from 1 to 2, got 0"),
+        ({"latent_layers": -1}, "--latent-layers must be an integer from 1 to 2, got -1"),
+        ({"latent_layers": 3}, "--latent-layers must be an integer from 1 to 2, got 3"),
+        ({"latent_layers": 10**12}, "--latent-layers must be an integer from 1 to 2, got 1000000000000"),
+        ({"latent_layers": True}, "--latent-layers must be an integer from 1 to 2, got True"),
+        ({"latent_layers": 2.0}, "--latent-layers must be an integer from 1 to 2, got 2.0"),
+        ({"top_z_dim": 2}, "--top-z-dim 2 needs --latent-layers 2, got --latent-layers 1"),
+        ({"latent_layers": 2, "top_z_dim": 0}, "--top-z-dim must be an integer from 1 to --z-dim 8, got 0"),
+        ({"latent_layers": 2, "top_z_dim": 9}, "--top-z-dim must be an integer from 1 to --z-dim 8, got 9"),
+        ({"latent_layers": 2, "top_z_dim": False}, "--top-z-dim must be an integer from 1 to --z-dim 8, got False"),
+        ({"latent_layers": 2, "prior": "vamp"}, "--latent-layers 2 with --prior vamp: .* use --prior normal or mog"),
+    ],
+)
+def test_latent_layers_refusals(options, message):
+    with pytest.raises(InputError, match=message):
+        ModelConfig(x_dim=64, image_shape=(1, 8, 8), **options)

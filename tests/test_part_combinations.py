@@ -1,5 +1,6 @@
 """Every registered part trains: likelihoods, priors, guides and networks crossed so that each entry of each registry
-appears at least once, a few epochs on digits, without NaN and with a better test ELBO than before training.
+appears at least once, a few epochs on digits, without NaN and with a better test ELBO than before training; and the
+two-layer VAE (``latent_layers=2``) with every guide, each prior it takes and both networks.
 
 Kept fast: 512 training and 100 test images, 3 epochs of 8 minibatches, small networks.
 """
@@ -26,6 +27,13 @@ COMBINATIONS = [
     tuple(names[i % len(names)] for names in REGISTRIES) for i in range(max(len(names) for names in REGISTRIES))
 ]
 """Row ``i`` takes entry ``i`` of every registry (cycling the shorter ones): each entry at least once, mixed."""
+TWO_LAYERS = [
+    ("bernoulli", "mog", "iaf", "mlp"),
+    ("gaussian-learned", "normal", "lowrank", "mlp"),
+    ("laplace", "normal", "diagonal", "conv"),
+]
+"""Two-layer rows: the guide is q(z1 | x), the prior p(z2) (the VampPrior is refused for two layers)."""
+CASES = [(*row, 1) for row in COMBINATIONS] + [(*row, 2) for row in TWO_LAYERS]
 
 
 def test_every_entry_is_covered():
@@ -41,13 +49,12 @@ def digits():
     )
 
 
-@pytest.mark.parametrize("likelihood, prior, guide, net", COMBINATIONS)
-def test_trains_without_nan_and_improves(digits, likelihood, prior, guide, net):
+@pytest.mark.parametrize("likelihood, prior, guide, net, layers", CASES)
+def test_trains_without_nan_and_improves(digits, likelihood, prior, guide, net, layers):
     pyro.clear_param_store()
     seed_everything(0)
-    config = ModelConfig(
-        x_dim=64, image_shape=(1, 8, 8), z_dim=4, hidden=(32,), likelihood=likelihood, prior=prior, guide=guide, net=net
-    )
+    parts = dict(likelihood=likelihood, prior=prior, guide=guide, net=net, latent_layers=layers)
+    config = ModelConfig(x_dim=64, image_shape=(1, 8, 8), z_dim=4, hidden=(32,), **parts)
     vae = VAE(config)
     x_test = observed_test_set(digits.x_test, vae.likelihood.binary)
     before = elbo(vae.model, vae.guide, x_test, num_particles=10)
@@ -59,11 +66,12 @@ def test_trains_without_nan_and_improves(digits, likelihood, prior, guide, net):
     assert gain.mean() > 4 * gain.std() / math.sqrt(len(gain)), f"test ELBO {before.mean:.2f} -> {after.mean:.2f}"
 
 
-@pytest.mark.parametrize("likelihood, prior, guide, net", COMBINATIONS)
-def test_rebuilds_from_config_json_and_state_dict(likelihood, prior, guide, net):
+@pytest.mark.parametrize("likelihood, prior, guide, net, layers", CASES)
+def test_rebuilds_from_config_json_and_state_dict(likelihood, prior, guide, net, layers):
     """A checkpoint holds every part's weights (pseudo-inputs, mixture, flows, learned pixel scales): a VAE rebuilt
     from the JSON config and loaded gives the same log weights for the same seed."""
     options = dict(likelihood=likelihood, prior=prior, guide=guide, net=net, prior_components=4, rank=3, flow_layers=3)
+    options.update(latent_layers=layers)
     config = RunConfig(model=ModelConfig(x_dim=64, image_shape=(1, 8, 8), z_dim=4, hidden=(16,), **options))
     seed_everything(0)
     original = VAE(config.model)

@@ -1,9 +1,12 @@
+import dataclasses
+
 import pyro
 import pytest
 import torch
 from pyro import poutine
 
 from ppl_vae.config import ModelConfig, TrainConfig
+from ppl_vae.errors import InputError
 from ppl_vae.objectives import make_step
 from ppl_vae.vae import VAE
 
@@ -81,3 +84,92 @@ def test_model_config_checks_its_values():
         ModelConfig(x_dim=64, image_shape=(1, 8, 7))
     with pytest.raises(ValueError, match="unknown scale head 'log_sigma'"):
         ModelConfig(x_dim=64, image_shape=(1, 8, 8), scale_param="log_sigma")
+
+
+# --- two latent layers: z2 -> z1 -> x, guide q(z1 | x) q(z2 | z1) ---------------------------------------------------
+
+
+@pytest.fixture
+def two_layer_config(small_config):
+    """The small digits model with a top layer z2 of 3 dimensions under z1 of 4."""
+    return dataclasses.replace(small_config, latent_layers=2, top_z_dim=3)
+
+
+def test_two_layer_sites_read_the_sampled_values(two_layer_config):
+    """Sites z1, z2, x in plate data; p(z1 | z2) reads the drawn z2, q(z2 | z1) the drawn z1 (not its mean), and
+    p(x | z1) the drawn z1."""
+    vae = VAE(two_layer_config)
+    x = torch.bernoulli(torch.full((5, 64), 0.3))
+    guide_trace = poutine.trace(vae.guide).get_trace(x)
+    model_trace = poutine.trace(poutine.replay(vae.model, trace=guide_trace)).get_trace(x)
+    sample_sites = [name for name, site in guide_trace.nodes.items() if site["type"] == "sample"]
+    assert sample_sites == ["data", "z1", "z2"]
+    assert [name for name, site in model_trace.nodes.items() if site["type"] == "sample"] == ["data", "z2", "z1", "x"]
+    z1, z2 = guide_trace.nodes["z1"]["value"], guide_trace.nodes["z2"]["value"]
+    assert z1.shape == (5, 4) and z2.shape == (5, 3)
+    assert all(frame.name == "data" for name in ("z1", "z2") for frame in guide_trace.nodes[name]["cond_indep_stack"])
+    q_z2, p_z1, p_x = guide_trace.nodes["z2"]["fn"], model_trace.nodes["z1"]["fn"], model_trace.nodes["x"]["fn"]
+    assert q_z2.event_shape == (3,) and p_z1.event_shape == (4,) and model_trace.nodes["z2"]["fn"].event_shape == (3,)
+    torch.testing.assert_close(q_z2.base_dist.loc, vae.guide_z2.loc_and_scale(z1)[0])
+    torch.testing.assert_close(p_z1.base_dist.scale, vae.prior_z1.loc_and_scale(z2)[1])
+    torch.testing.assert_close(p_x.base_dist.logits, vae.decoder(z1))
+    assert not torch.allclose(vae.guide_z2.loc_and_scale(vae.encode(x)[0])[0], q_z2.base_dist.loc)
+
+
+def test_two_layer_marginal_sums_to_one(float64):
+    """sum over all 2^3 binary images x of the importance estimate of p(x) is 1 (within standard errors): the
+    importance weights p(x, z1, z2) / q(z1, z2 | x) of the two-layer model and guide are those of a normalized joint.
+    The decoder's weights are scaled up so that p(x | z1) depends strongly on z1, and both guide scales widened by e
+    so that the weights are light-tailed and their standard error honest."""
+    from ppl_vae.evaluate import log_weights_per_example
+
+    vae = VAE(ModelConfig(x_dim=3, image_shape=(1, 1, 3), z_dim=2, hidden=(8,), latent_layers=2))
+    with torch.no_grad():
+        vae.decoder[-1].weight.mul_(4.0)
+        vae.encoder.net[-1].bias[2:] += 1.0  # the head outputs h of q(z1 | x): log scales
+        vae.guide_z2.net[-1].bias[1:] += 1.0  # of q(z2 | z1)
+    images = torch.tensor([[(i >> bit) & 1 for bit in range(3)] for i in range(8)], dtype=torch.float64)
+    weights = log_weights_per_example(vae.model, vae.guide, images, k=100_000).exp()  # (8, k)
+    total = weights.mean(1).sum().item()
+    se = (weights.var(1) / weights.shape[1]).sum().sqrt().item()
+    assert se < 0.01 and abs(total - 1.0) < 4 * se, (total, se)
+
+
+def test_two_layer_trains_and_evaluates(digits, two_layer_config):
+    """Two epochs on the digits: the test ELBO improves; ELBO and IWAE log p(x) are finite per example; IWAE with k = 1
+    is the single-sample ELBO in expectation, and k = 100 is above the ELBO."""
+    import math
+
+    from ppl_vae.evaluate import elbo, iwae_log_likelihood, observed_test_set
+    from ppl_vae.train import fit
+
+    vae = VAE(two_layer_config)
+    x_test = observed_test_set(digits.x_test, binary=True)
+    before = elbo(vae.model, vae.guide, x_test, num_particles=10)
+    fit(vae, digits, TrainConfig(epochs=2, eval_every=2, eval_particles=10), progress=False)
+    after = elbo(vae.model, vae.guide, x_test, num_particles=50)
+    gain = after.per_example - before.per_example
+    assert gain.mean() > 4 * gain.std() / math.sqrt(len(gain)), (before.mean, after.mean)
+    single = iwae_log_likelihood(vae.model, vae.guide, x_test, k=1)
+    many = iwae_log_likelihood(vae.model, vae.guide, x_test, k=100)
+    for estimate in (after, single, many):
+        assert estimate.per_example.shape == (300,) and torch.isfinite(estimate.per_example).all()
+    difference = single.per_example - after.per_example  # zero in expectation
+    assert abs(difference.mean()) < 4 * difference.std() / math.sqrt(len(difference))
+    tighter = many.per_example - after.per_example
+    assert tighter.mean() > 4 * tighter.std() / math.sqrt(len(tighter))
+
+
+def test_two_layer_plain_functions_and_labels(digits):
+    """encode (q(z1 | x)), reconstruct and sample keep their shapes; a conditional two-layer VAE takes labels."""
+    from ppl_vae.evaluate import elbo
+    from ppl_vae.run import model_config_for
+
+    vae = VAE(model_config_for(digits, conditional=True, z_dim=4, hidden=(32,), latent_layers=2))
+    x, y = torch.bernoulli(digits.x_test[:6]), digits.y_test[:6]
+    loc, scale = vae.encode(x, y)
+    assert loc.shape == scale.shape == (6, 4) and vae.config.top_dim == 2
+    assert vae.reconstruct(x, y).shape == (6, 64) and vae.sample(5, y=3).shape == (5, 64)
+    assert torch.isfinite(elbo(vae.model, vae.guide, x, num_particles=3, y=y).per_example).all()
+    with pytest.raises(InputError, match="pass labels y"):
+        vae.sample(2)
