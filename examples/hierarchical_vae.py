@@ -7,7 +7,11 @@
 
 The workbench asks only for the program contract: one plate over the examples (here "images"), observed sites with
 obs= ("pixels"), latent sites drawn by the guide ("top", "bottom": any names). The built-in VAE has this model under
-the names z2, z1, x: ``ppl-vae train --latent-layers 2``.
+the names z2, z1, x: ``ppl-vae train --latent-layers 2``. The same program in a run folder, from the repository root
+(``build`` below)::
+
+    ppl-vae train --program examples.hierarchical_vae:build --epochs 30 --out runs/hierarchical
+    ppl-vae evaluate runs/hierarchical --trust-program        # report.json: KL and active units per latent site
 """
 
 import argparse
@@ -51,6 +55,25 @@ def hierarchical_vae(x_dim: int, bottom: int, top: int, hidden: int = 128):
             pyro.sample("top", normal(nets["up"], z_bottom))
 
     return model, guide, nets
+
+
+def build(spec: ppl_vae.ProgramSpec) -> ppl_vae.UserProgram:
+    """The same program for a run folder: ``ppl-vae train --program examples.hierarchical_vae:build``
+    (``--program-arg bottom_dim=8 --program-arg top_dim=4 --program-arg hidden=128`` are the defaults)."""
+    options = {"bottom_dim": 8, "top_dim": 4, "hidden": 128, **spec.args}
+    model, guide, nets = hierarchical_vae(spec.x_dim, options["bottom_dim"], options["top_dim"], options["hidden"])
+
+    def encode(x):  # E_q[bottom | x], for latent.png
+        return nets["encoder"](x).chunk(2, dim=-1)[0]
+
+    def reconstruct(x):  # pixel means of p(x | bottom = E_q[bottom | x])
+        return nets["decoder"](encode(x)).sigmoid()
+
+    def sample(n):  # pixel means of p(x | bottom), bottom ~ p(bottom | top), top ~ N(0, I)
+        top = torch.randn(n, options["top_dim"], device=next(nets["down"].parameters()).device)
+        return nets["decoder"](normal(nets["down"], top).sample()).sigmoid()
+
+    return ppl_vae.UserProgram(model, guide, nets, binary=True, encode=encode, reconstruct=reconstruct, sample=sample)
 
 
 def main(argv=None):
