@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -37,7 +38,7 @@ from ppl_vae.data import Dataset, load_dataset
 from ppl_vae.errors import InputError
 from ppl_vae.evaluate import elbo, iwae_log_likelihood, observed_test_set
 from ppl_vae.report import ReportConfig, write_report
-from ppl_vae.train import fit, seed_everything
+from ppl_vae.train import fit, seed_everything, with_lr_horizon
 from ppl_vae.vae import VAE
 
 PLOT_FILES = ("elbo.png", "reconstructions.png", "samples.png", "latent.png")
@@ -100,6 +101,8 @@ def train_run(config: RunConfig, run_dir: str | Path, *, resume: bool = False, p
     elif (run_dir / CHECKPOINT_FILE).exists():
         raise InputError(f"run folder {str(run_dir)!r} already holds a run: pass --resume or choose another --out")
     data = load_data(config)
+    started = stored.train.lr_horizon if resume else None
+    config = dataclasses.replace(config, train=with_lr_horizon(config.train, data.x_train.shape[0], started))
     run_dir.mkdir(parents=True, exist_ok=True)
     save_json(run_dir / CONFIG_FILE, json.loads(config.to_json()))
 

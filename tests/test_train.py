@@ -60,7 +60,7 @@ def test_an_interrupted_run_resumes_with_the_same_numbers(digits, small_config, 
     assert without_seconds(resumed) == without_seconds(straight)
 
 
-@pytest.mark.parametrize("objective", sorted(OBJECTIVES))
+@pytest.mark.parametrize("objective", sorted(set(OBJECTIVES) - {"enum"}))  # enum: tests/test_objectives.py
 def test_every_objective_trains(digits, small_config, objective):
     vae = fresh_vae(small_config)
     x_test = observed_test_set(digits.x_test, binary=True)
