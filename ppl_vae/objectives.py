@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -278,11 +279,16 @@ class SVIStep:
             )
         return args
 
-    def __call__(self, x: torch.Tensor, *args, beta_t: float | None = None) -> float:
-        self.prepare(x, *args)
+    @contextmanager
+    def _quieted(self):
         with warnings.catch_warnings():
             for message in self.quiet:
                 warnings.filterwarnings("ignore", message=message)
+            yield
+
+    def __call__(self, x: torch.Tensor, *args, beta_t: float | None = None) -> float:
+        self.prepare(x, *args)
+        with self._quieted():
             loss = self.svi.step(x, *self._arguments(x, args, beta_t))  # loss_and_grads, then the update
         if isinstance(self.optim, PyroLRScheduler):  # one step of the learning-rate schedule per update
             self.optim.step()
@@ -293,9 +299,7 @@ class SVIStep:
         if not hasattr(self.elbo, "differentiable_loss"):
             name = type(self.elbo).__name__
             raise InputError(f"{name} has no differentiable loss: step.loss needs e.g. --elbo trace")
-        with warnings.catch_warnings():
-            for message in self.quiet:
-                warnings.filterwarnings("ignore", message=message)
+        with self._quieted():
             return self.elbo.differentiable_loss(self.svi.model, self.svi.guide, x, *self._arguments(x, args, beta_t))
 
     def state_dict(self) -> dict:
