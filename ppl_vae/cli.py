@@ -79,11 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--z-dim", type=int, default=None, help=f"latent dimensions [{DEFAULTS_MODEL['z_dim']}]")
     train.add_argument("--hidden", default=None, help="hidden-layer widths, comma-separated, data side first [128]")
-    train.add_argument("--lr", type=float, default=DEFAULTS_TRAIN.lr, help="Adam learning rate")
+    train.add_argument("--lr", type=float, default=DEFAULTS_TRAIN.lr, help="learning rate (the start of a schedule)")
+    _add_optimizer_flags(train)
     train.add_argument(
         "--elbo",
         default=DEFAULTS_TRAIN.elbo,
-        help="trace | meanfield | jit | iwae | stl | reference-mc | reference-analytic",
+        help="trace | meanfield | jit | iwae | enum | tracegraph | stl | reference-mc | reference-analytic",
     )
     train.add_argument(
         "--num-particles",
@@ -161,6 +162,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_optimizer_flags(parser: argparse.ArgumentParser) -> None:
+    """``--optim --lr-schedule --lr-decay`` (names listed from the registries of :mod:`ppl_vae.optim`)."""
+    from ppl_vae.optim import LR_SCHEDULES, OPTIMIZERS
+
+    parser.add_argument("--optim", default=DEFAULTS_TRAIN.optim, help=" | ".join(sorted(OPTIMIZERS)))
+    parser.add_argument(
+        "--lr-schedule",
+        default=DEFAULTS_TRAIN.lr_schedule,
+        help=f"{' | '.join(sorted(LR_SCHEDULES))}: over the run's steps (epochs x minibatches, fixed at the start)",
+    )
+    parser.add_argument(
+        "--lr-decay",
+        type=float,
+        default=DEFAULTS_TRAIN.lr_decay,
+        help="final factor of --lr-schedule, in (0, 1]: the learning rate falls to lr x decay at the last step",
+    )
+
+
 PART_FIELDS = ("likelihood", "prior", "guide", "net", "pixel_scale", "prior_components", "rank", "flow_layers")
 """The ModelConfig fields set by the part flags (``--likelihood`` ... ``--flow-layers``)."""
 
@@ -213,6 +232,9 @@ def _config_from_args(args) -> RunConfig:
         epochs=DEFAULTS_TRAIN.epochs if args.epochs is None else args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
+        optim=args.optim,
+        lr_schedule=args.lr_schedule,
+        lr_decay=args.lr_decay,
         elbo=args.elbo,
         num_particles=args.num_particles,
         beta=args.beta,

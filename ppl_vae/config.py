@@ -190,16 +190,30 @@ class TrainConfig:
     """How to train.
 
     Attributes:
-        epochs, batch_size, lr: Adam on minibatches of ``batch_size`` examples, ``epochs`` passes over the data.
-        elbo: training objective, a name in ``ppl_vae.objectives.OBJECTIVES`` (``trace``, ``meanfield``, ``jit``, ...).
-        num_particles: samples of z per example in the training objective (vectorized).
+        epochs, batch_size: ``epochs`` passes over the data in minibatches of ``batch_size`` examples.
+        lr: the learning rate (the start of a schedule).
+        elbo: training objective, a name in ``ppl_vae.objectives.OBJECTIVES`` (``trace``, ``meanfield``, ``jit``,
+            ``iwae``, ``enum``, ``tracegraph``, ...). From Python, ``fit(..., elbo=<Pyro ELBO instance>)`` replaces it.
+        num_particles: samples of the latents per example in the training objective (vectorized).
         seed: one seed gives the same numbers again on the CPU.
         device: torch device for the networks and the data (``cpu``, ``cuda``, ``cuda:1``).
         eval_every: test ELBO every this many epochs (and after the last).
-        eval_particles: samples of z per test example for that per-epoch test ELBO.
+        eval_particles: samples of the latents per test example for that per-epoch test ELBO.
         beta: weight of ``log p(z) - log q(z | x)`` (the KL term) in the objective: the beta-VAE at ``beta != 1``.
         anneal: KL warm-up schedule ``none | linear | cyclical``, multiplying ``beta`` (see ``ppl_vae.objectives``).
         anneal_epochs: ``N``, the length of the linear ramp or of one cycle, in epochs.
+        latent_sites: the latent sites that ``beta`` and the warm-up weigh; empty (the default): every latent site
+            of the guide. Names that the guide does not sample are refused at the first step.
+        optim: ``adam | clipped-adam | adamw | sgd`` (see ``ppl_vae.optim``).
+        lr_schedule: ``none | exponential | cosine``: the learning rate at optimizer step ``t`` is ``lr`` times the
+            schedule's factor at ``min(t, lr_horizon) / lr_horizon``, falling to ``lr * lr_decay`` at the horizon.
+        lr_decay: the final factor of a schedule, in (0, 1].
+        lr_horizon: the schedule's length in optimizer steps; ``None``: fixed when the run starts as ``epochs x``
+            minibatches per epoch, and kept from then on (stored in ``config.json`` and the checkpoint), so a resumed
+            run, even one given more epochs, follows the schedule it started with.
+        lr_factors: per-group learning rates: ``(prefix, factor)`` pairs (a dict is accepted), ``lr`` times
+            ``factor`` for the parameters whose names start with ``prefix`` (longest prefix wins; see
+            ``ppl_vae.optim``). A prefix that matches no trained parameter is refused at the first step.
     """
 
     epochs: int = 30
@@ -214,9 +228,16 @@ class TrainConfig:
     beta: float = 1.0
     anneal: str = "none"
     anneal_epochs: int = 10
+    latent_sites: tuple[str, ...] = ()
+    optim: str = "adam"
+    lr_schedule: str = "none"
+    lr_decay: float = 0.1
+    lr_horizon: int | None = None
+    lr_factors: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self):
         from ppl_vae.objectives import ANNEALING, OBJECTIVES
+        from ppl_vae.optim import LR_SCHEDULES, OPTIMIZERS
 
         require_int(self.epochs, "--epochs")
         require_int(self.batch_size, "--batch-size")
@@ -227,13 +248,10 @@ class TrainConfig:
             isinstance(self.seed, int) and not isinstance(self.seed, bool),
             f"--seed must be an integer, got {self.seed!r}",
         )
-        require(
-            isinstance(self.lr, (int, float)) and 0 < self.lr < float("inf"),
-            f"--lr must be a positive number, got {self.lr!r}",
-        )
+        require(_is_number(self.lr) and 0 < self.lr < math.inf, f"--lr must be a positive number, got {self.lr!r}")
         require_registered(OBJECTIVES, self.elbo, "--elbo")
         require(
-            isinstance(self.beta, (int, float)) and not isinstance(self.beta, bool) and 0 < self.beta < float("inf"),
+            _is_number(self.beta) and 0 < self.beta < math.inf,
             f"--beta must be a positive number, got {self.beta!r}",
         )
         require_registered(ANNEALING, self.anneal, "--anneal")
@@ -244,6 +262,52 @@ class TrainConfig:
             "inside its logsumexp, which is not the beta-VAE objective; use --elbo trace, meanfield or jit",
         )
         _check_device(self.device)
+        object.__setattr__(self, "latent_sites", _site_names(self.latent_sites))
+        require_registered(OPTIMIZERS, self.optim, "--optim")
+        require_registered(LR_SCHEDULES, self.lr_schedule, "--lr-schedule")
+        require(
+            _is_number(self.lr_decay) and 0 < self.lr_decay <= 1,
+            f"--lr-decay must be a number in (0, 1], got {self.lr_decay!r}",
+        )
+        if self.lr_horizon is not None:
+            require_int(self.lr_horizon, "lr_horizon (optimizer steps of the schedule)")
+        object.__setattr__(self, "lr_factors", _lr_factors(self.lr_factors))
+
+
+def _is_number(value: Any) -> bool:
+    """A real number that is not a bool (NaN passes here: compare it with bounds, which NaN never meets)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _site_names(names: Any) -> tuple[str, ...]:
+    """``latent_sites`` as a tuple of distinct, non-empty site names."""
+    require(
+        not isinstance(names, str) and isinstance(names, (list, tuple)),
+        f"latent_sites must be a list of site names, e.g. ('z',), got {names!r}",
+    )
+    require(
+        all(isinstance(name, str) and name for name in names) and len(set(names)) == len(names),
+        f"latent_sites must hold distinct, non-empty site names, got {names!r}",
+    )
+    return tuple(names)
+
+
+def _lr_factors(value: Any) -> tuple[tuple[str, float], ...]:
+    """``lr_factors`` (a dict or ``(prefix, factor)`` pairs, as JSON gives them back) as a tuple of pairs."""
+    pairs = list(value.items()) if isinstance(value, dict) else value
+    require(
+        isinstance(pairs, (list, tuple)) and all(isinstance(pair, (list, tuple)) and len(pair) == 2 for pair in pairs),
+        f"lr_factors must map parameter-name prefixes to factors, e.g. {{'decoder': 0.1}}, got {value!r}",
+    )
+    for prefix, factor in pairs:
+        require(isinstance(prefix, str) and prefix, f"lr_factors: a prefix must be a non-empty string, got {prefix!r}")
+        require(
+            _is_number(factor) and 0 < factor < math.inf,
+            f"lr_factors[{prefix!r}] must be a positive number, got {factor!r}",
+        )
+    prefixes = [prefix for prefix, _ in pairs]
+    require(len(set(prefixes)) == len(prefixes), f"lr_factors names a prefix twice: {prefixes}")
+    return tuple((prefix, float(factor)) for prefix, factor in pairs)
 
 
 @dataclass(frozen=True)
@@ -326,7 +390,8 @@ class RunConfig:
 
     @classmethod
     def from_json(cls, text: str) -> RunConfig:
-        """Parse and check a ``config.json``; unknown or missing keys are an :class:`InputError`.
+        """Parse and check a ``config.json``. Unknown keys are an :class:`InputError`; a missing key takes its default
+        (runs written before the key existed), a missing required one (``model.x_dim``) is an error.
 
         ``data``, ``train`` and ``evaluation`` are required; ``model`` and ``program`` may be absent or ``null``, and
         exactly one of them must be given.

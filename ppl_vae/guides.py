@@ -17,7 +17,7 @@ Every guide has ``loc_and_scale(x)``: the location and the per-dimension standar
 ``iaf`` those of the base Normal, before the flow), which is what ``VAE.encode`` returns.
 
 Only the ``diagonal`` guide with the ``normal`` prior has a closed-form KL in Pyro; ``--elbo meanfield`` refuses the
-others (see :func:`ppl_vae.objectives.require_closed_form_kl`).
+others (see :func:`ppl_vae.objectives.require_meanfield`).
 
 Example::
 

@@ -1,64 +1,93 @@
-"""Training objectives (``--elbo``): each name builds one training step for a VAE.
+"""Training objectives (``--elbo``): each name builds one training step for a pair of Pyro programs.
 
-A step takes a minibatch ``x`` of shape ``(B, D)`` (and, for a conditional model, the labels ``y``), makes one
-optimizer update and returns the loss, Pyro's convention: the negative objective summed over the minibatch, in nats.
-Steps are swappable (the trainer only calls them), so a faster or a hand-written path is benchmarked against the
-plain one by changing one name. ``step.loss(x)`` is the step's estimator as a differentiable scalar, without the
-update (the KL lab measures gradient variance with it).
+A step is called as ``step(x, *args, beta_t=None)``: a minibatch ``x`` ``(B, ...)`` and the programs' extra arguments
+(the labels ``y`` of a conditional model), one optimizer update, and the loss returned, Pyro's convention: the negative
+objective summed over the minibatch, in nats. ``step.loss(x, *args, beta_t=None)`` is the step's estimator as a
+differentiable scalar, without the update (the KL lab measures gradient variance with it). Steps are swappable (the
+trainer only calls them), so a faster or a hand-written path is benchmarked against the plain one by changing a name.
 
 =======================  =====================================================================================
 name                     step
 =======================  =====================================================================================
-``trace``                ``SVI`` + ``Trace_ELBO``: reparameterized z, KL by Monte Carlo (the default)
-``meanfield``            ``SVI`` + ``TraceMeanField_ELBO``: the closed-form KL (refused where Pyro has none)
+``trace``                ``SVI`` + ``Trace_ELBO``: reparameterized latents, KL by Monte Carlo (the default)
+``meanfield``            ``SVI`` + ``TraceMeanField_ELBO``: the closed-form KL at every latent site; refused for a
+                         site without a registered closed form or a guide that is not mean-field
 ``jit``                  ``SVI`` + ``JitTrace_ELBO``: ``trace`` compiled with the torch JIT (fixed batch shape)
 ``iwae``                 ``SVI`` + ``RenyiELBO(alpha=0)``: the importance-weighted bound with K = ``num_particles``
+``enum``                 ``SVI`` + ``TraceEnum_ELBO``: sums out the guide's sites marked for enumeration
+                         (``config_enumerate``, ``infer={"enumerate": "parallel"}``) exactly; refused for a guide
+                         that marks none
+``tracegraph``           ``SVI`` + ``TraceGraph_ELBO``: score-function gradients with Rao-Blackwellization, for
+                         non-reparameterizable latents
 ``reference-mc``         hand-written torch loss, Monte Carlo KL (:func:`ppl_vae.reference.elbo_monte_carlo_kl`)
 ``reference-analytic``   hand-written torch loss, closed-form KL (:func:`ppl_vae.reference.elbo_analytic_kl`)
 ``stl``                  hand-written, "sticking the landing": Monte Carlo KL, score term dropped
                          (:func:`ppl_vae.reference.elbo_stl`; Pyro has no such ELBO)
 =======================  =====================================================================================
 
-All use Adam with the same learning rate; ``num_particles`` samples per example are drawn in one vectorized pass.
+Python callers may train with any Pyro ELBO instance instead of a name: ``fit(..., elbo=TraceEnum_ELBO(...))`` (or
+``make_step(programs, config, elbo=...)``); it is used as given (its own ``max_plate_nesting``, particles and so on).
+
+The SVI steps read the programs once, at their first call, from that minibatch (:func:`ppl_vae.programs.
+inspect_programs`, which leaves the RNG as it was): ``max_plate_nesting`` (the deepest user plate, so a per-pixel plate
+nested in the data plate trains) and the latent sites. ``num_particles`` samples per example are drawn in one
+vectorized pass, in a plate left of every user plate. The optimizer and learning-rate schedule are
+``TrainConfig.optim`` / ``lr_schedule`` (:mod:`ppl_vae.optim`).
 
 The IWAE bound (Burda et al. 2015) for ``K`` samples ``z_k ~ q(z | x)`` and ``log w_k = log p(x, z_k) - log q(z_k | x)``
 is ``log (1/K) sum_k w_k``, per example; it is the ELBO at ``K = 1`` and grows with ``K`` towards ``log p(x)``.
 
-**β and KL warm-up** (``beta``, ``anneal``, ``anneal_epochs``). The SVI steps ``trace``, ``meanfield`` and ``jit``
-multiply the log-densities of the latent site ``"z"`` in the model *and* the guide by ``β_t`` (``poutine.scale``
-restricted to that one site), which turns each particle's objective into::
+**β and KL warm-up** (``beta``, ``anneal``, ``anneal_epochs``, ``latent_sites``). The SVI steps multiply the
+log-densities of every latent site (every non-observed sample site of the guide, or only those named in
+``TrainConfig.latent_sites``) in the model *and* the guide by ``β_t`` (:class:`ScaleSites`, ``poutine.scale``
+restricted to those sites), which turns each particle's objective into::
 
     log p(x | z) + β_t (log p(z) - log q(z | x))        whose expectation is  E_q[log p(x | z)] - β_t KL(q || p)
 
-with ``β_t = beta * anneal(t / anneal_epochs)`` at ``t`` epochs of training done (fractional: updated every step)::
+(for several latent sites ``z`` stands for all of them and ``log p(z)`` for the sum of their model log-densities,
+``log p(z_1 | z_2)`` included), with ``β_t = beta * anneal(t / anneal_epochs)`` at ``t`` epochs of training done
+(fractional: updated every step)::
 
     none       1
     linear     min(1, t / N)                      0 -> 1 over the first N epochs, then 1
     cyclical   min(1, 2 * ((t / N) mod 1))        every N epochs: 0 -> 1 over the first half, 1 for the second half
 
-``β_t`` reaches the model as a trailing tensor argument, so ``jit`` compiles once and sees every new value. ``iwae``
-refuses ``β``/annealing (in :class:`~ppl_vae.config.TrainConfig`): ``RenyiELBO`` applies site scales *inside* its
-``logsumexp``, so the result would be neither the β-VAE objective nor an importance-weighted bound. Training reports
-the weighted objective; evaluation (:mod:`ppl_vae.evaluate`) ignores scales.
+``beta_t=None`` means ``TrainConfig.beta`` (no warm-up). Inside the step ``β_t`` reaches the programs as a positional
+tensor argument, so ``jit`` compiles once and sees every new value as an input, not a constant. ``iwae`` refuses
+``β``/annealing (in :class:`~ppl_vae.config.TrainConfig`): ``RenyiELBO`` applies site scales *inside* its
+``logsumexp``, so the result would be neither the β-VAE objective nor an importance-weighted bound; so do the
+hand-written steps. Training reports the weighted objective; evaluation (:mod:`ppl_vae.evaluate`) ignores scales.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-import pyro
-import pyro.optim
 import torch
 from pyro.distributions.kl import kl_divergence
-from pyro.infer import SVI, JitTrace_ELBO, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import (
+    SVI,
+    JitTrace_ELBO,
+    RenyiELBO,
+    Trace_ELBO,
+    TraceEnum_ELBO,
+    TraceGraph_ELBO,
+    TraceMeanField_ELBO,
+)
+from pyro.infer.elbo import ELBO
+from pyro.optim import PyroLRScheduler
 from pyro.params import param_with_module_name, user_param_name
 from pyro.poutine.messenger import Messenger
+from torch import nn
 
 from ppl_vae import reference
 from ppl_vae.errors import InputError
+from ppl_vae.optim import pyro_optimizer, torch_optimizer
+from ppl_vae.programs import ProgramSites, inspect_programs, latent_dependencies, trace_programs
 from ppl_vae.registry import Registry
 
 if TYPE_CHECKING:
@@ -74,7 +103,7 @@ ANNEALING.register("cyclical")(lambda fraction: min(1.0, 2.0 * (fraction % 1.0))
 
 
 def is_latent_scaled(config: TrainConfig) -> bool:
-    """True when the objective weights the latent site: ``beta != 1`` or an annealing schedule."""
+    """True when the objective weights the latent sites: ``beta != 1`` or an annealing schedule."""
     return config.beta != 1 or config.anneal != "none"
 
 
@@ -84,24 +113,24 @@ def latent_scale(config: TrainConfig, epochs_done: float) -> float:
     return config.beta * ANNEALING.get(config.anneal)(epochs_done / config.anneal_epochs)
 
 
-class ScaleSite(Messenger):
-    """``poutine.scale`` restricted to the sample site called ``name``: its log-density is multiplied by ``scale``.
+class ScaleSites(Messenger):
+    """``poutine.scale`` restricted to the sample sites ``names``: their log-densities are multiplied by ``scale``.
 
-    Unlike ``poutine.scale`` it accepts ``scale == 0`` (the start of a warm-up): the site then contributes nothing.
+    Unlike ``poutine.scale`` it accepts ``scale == 0`` (the start of a warm-up): the sites then contribute nothing.
     """
 
-    def __init__(self, name: str, scale: float | torch.Tensor):
+    def __init__(self, names: Sequence[str], scale: float | torch.Tensor):
         super().__init__()
-        self.name = name
+        self.names = frozenset(names)
         self.scale = scale
 
     def _process_message(self, msg) -> None:
-        if msg["name"] == self.name:
+        if msg["type"] == "sample" and msg["name"] in self.names:
             msg["scale"] = self.scale * msg["scale"]
 
 
-def scaled_latent(program: Callable, site: str = "z") -> Callable:
-    """``program(*args, scale)`` runs ``program(*args)`` with ``site``'s log-density times the tensor ``scale``.
+def _scaled(program: Callable, names: Sequence[str]) -> Callable:
+    """``program(*args, scale)`` runs ``program(*args)`` with the sites ``names`` weighted by the tensor ``scale``.
 
     The scale is a positional tensor argument (not a closure value or a keyword), so a JIT-compiled objective takes
     it as an input of the compiled graph instead of baking in its first value or recompiling for each new one.
@@ -109,7 +138,7 @@ def scaled_latent(program: Callable, site: str = "z") -> Callable:
 
     def scaled(*args):
         *args, scale = args
-        with ScaleSite(site, scale):
+        with ScaleSites(names, scale):
             return program(*args)
 
     return scaled
@@ -117,27 +146,52 @@ def scaled_latent(program: Callable, site: str = "z") -> Callable:
 
 @dataclass(frozen=True)
 class Programs:
-    """A user's Pyro ``model`` and ``guide`` (sites ``"z"``, ``"x"``, plate ``"data"``), trained like a VAE's.
+    """What training needs of a Pyro ``model`` / ``guide`` pair keeping the program contract (:mod:`ppl_vae.programs`):
+    the built-in VAE (:meth:`from_vae`) and a user's programs alike.
 
-    ``pyro_name``: the prefix their parameters share in Pyro's parameter store (``pyro.module(pyro_name, ...)``), taken
-    off the optimizer state's names; ``None`` keeps the store's names as they are.
+    Attributes:
+        model, guide: ``model(x, *args)`` / ``guide(x, *args)``.
+        modules: the ``nn.Module`` holding every trained parameter (moved to the device, saved in checkpoints).
+        pyro_name: the prefix the parameters share in Pyro's parameter store when one ``pyro.module`` registers them
+            all (the built-in VAE's ``vae0``): taken off the names in the optimizer state, so a run resumes in another
+            process; ``None`` keeps the store's names (``pyro.module`` names that stay the same between processes).
+        binarize: train on 0/1 images drawn afresh per minibatch, evaluate on test images binarized once.
+        labels: pass the labels ``y`` ``(B,)`` as the programs' second argument.
+        vae: the built-in VAE the programs come from, for the hand-written steps and error messages that name its
+            flags; ``None`` for a user's programs.
     """
 
     model: Callable
     guide: Callable
+    modules: nn.Module | None = None
     pyro_name: str | None = None
+    binarize: bool = False
+    labels: bool = False
+    vae: VAE | None = None
+
+    @classmethod
+    def from_vae(cls, vae: VAE) -> Programs:
+        return cls(
+            model=vae.model,
+            guide=vae.guide,
+            modules=vae,
+            pyro_name=vae.pyro_name,
+            binarize=vae.likelihood.binary,
+            labels=vae.config.num_classes > 0,
+            vae=vae,
+        )
 
 
 class TrainingStep(Protocol):
-    """One optimizer update per call; its state (the optimizer's moments) saves and restores for resuming."""
+    """One optimizer update per call; its state (the optimizer's moments, the schedule) saves and restores."""
 
     fixed_batch_shape: bool  # True when every minibatch must have the same size (compiled steps)
-    latent_scaled: bool  # True when the step takes β_t as a trailing 0-d tensor argument (see scaled_latent)
+    latent_scaled: bool  # True when the step weights the latent sites by beta_t
 
-    def __call__(self, x: torch.Tensor, *args: torch.Tensor) -> float: ...
+    def __call__(self, x: torch.Tensor, *args, beta_t: float | None = None) -> float: ...
 
-    def loss(self, x: torch.Tensor) -> torch.Tensor:
-        """The step's estimate of the loss on ``x``, differentiable w.r.t. the VAE's parameters; no update."""
+    def loss(self, x: torch.Tensor, *args, beta_t: float | None = None) -> torch.Tensor:
+        """The step's estimate of the loss on ``x``, differentiable w.r.t. the trained parameters; no update."""
         ...
 
     def state_dict(self) -> dict: ...
@@ -145,124 +199,232 @@ class TrainingStep(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
-def make_step(vae: VAE | Programs, config: TrainConfig) -> TrainingStep:
-    """The training step named by ``config.elbo``, for a :class:`~ppl_vae.vae.VAE` or a user's :class:`Programs`."""
-    step = OBJECTIVES.get(config.elbo)(vae, config)
+def make_step(programs: VAE | Programs, config: TrainConfig, *, elbo: ELBO | None = None) -> TrainingStep:
+    """The training step named by ``config.elbo`` (or SVI with the Pyro ELBO instance ``elbo``), for the built-in
+    :class:`~ppl_vae.vae.VAE` or a user's :class:`Programs`."""
+    if not isinstance(programs, Programs):
+        programs = Programs.from_vae(programs)
+    if elbo is not None:
+        if config.elbo != "trace":
+            raise InputError(f"pass either elbo= (a Pyro ELBO instance) or TrainConfig(elbo={config.elbo!r}), not both")
+        if not isinstance(elbo, ELBO):
+            raise InputError(f"elbo= must be a Pyro ELBO instance (e.g. TraceEnum_ELBO()), got {type(elbo).__name__}")
+        return SVIStep(programs, config, lambda sites: elbo, latent_scaled=is_latent_scaled(config))
+    step = OBJECTIVES.get(config.elbo)(programs, config)
     if is_latent_scaled(config) and not step.latent_scaled:
         raise InputError(
             f"--elbo {config.elbo} takes no --beta/--anneal (got --beta {config.beta} --anneal {config.anneal}): "
-            "use --elbo trace, meanfield or jit"
+            "use --elbo trace, meanfield, jit, enum or tracegraph"
         )
     return step
 
 
 class SVIStep:
-    """``pyro.infer.SVI`` on ``vae.model`` / ``vae.guide`` with ``pyro.optim.Adam``.
+    """``pyro.infer.SVI`` on the programs with an ELBO and the configured optimizer (:mod:`ppl_vae.optim`).
 
-    The optimizer's state is saved under the module's own parameter names (``encoder.net.0.weight``), not the
-    process-specific names of Pyro's parameter store, so a run resumes in a new process.
+    The step reads the programs at its first call (or :meth:`loss`, :meth:`prepare`), from that minibatch: the ELBO is
+    built by ``make_elbo(sites)`` with the found :class:`~ppl_vae.programs.ProgramSites`, and ``check(programs, sites,
+    x, args)`` may refuse the pair. Attributes ``sites``, ``elbo`` and ``svi`` exist from then on.
 
-    With ``latent_scaled`` the model and guide run under :func:`scaled_latent`: every call then ends with ``β_t``.
+    The optimizer's state is saved under the parameters' own names (``encoder.net.0.weight``) when ``pyro_name`` is
+    set, not the process-specific names of Pyro's parameter store, so a run resumes in a new process.
     """
 
     def __init__(
         self,
-        vae: VAE | Programs,
-        elbo,
-        lr: float,
-        fixed_batch_shape: bool = False,
+        programs: Programs,
+        config: TrainConfig,
+        make_elbo: Callable[[ProgramSites], ELBO],
+        *,
         latent_scaled: bool = False,
+        fixed_batch_shape: bool = False,
         quiet: tuple[str, ...] = (),
+        check: Callable[[Programs, ProgramSites, torch.Tensor, tuple], None] | None = None,
     ):
-        self.pyro_name = vae.pyro_name
-        self.optim = pyro.optim.Adam({"lr": lr})
-        self.elbo = elbo
-        wrap = scaled_latent if latent_scaled else (lambda program: program)
-        self.svi = SVI(wrap(vae.model), wrap(vae.guide), self.optim, elbo)
-        self.fixed_batch_shape = fixed_batch_shape
+        self.programs = programs
+        self.config = config
+        self.make_elbo = make_elbo
         self.latent_scaled = latent_scaled
+        self.fixed_batch_shape = fixed_batch_shape
         self.quiet = quiet  # messages of known, harmless warnings that this step silences
+        self.check = check
+        self.optim = pyro_optimizer(config, programs.pyro_name)
+        self.sites: ProgramSites | None = None
+        self.elbo: ELBO | None = None
+        self.svi: SVI | None = None
 
-    def __call__(self, x: torch.Tensor, *args: torch.Tensor) -> float:
+    def prepare(self, x: torch.Tensor, *args) -> None:
+        """Read the programs from the minibatch ``x`` and build the ELBO and SVI (once; the first call or
+        :meth:`loss` does it)."""
+        if self.svi is not None:
+            return
+        model, guide = self.programs.model, self.programs.guide
+        sites = inspect_programs(model, guide, x, *args)
+        scaled_sites = _scaled_sites(self.config, sites)
+        if self.check is not None:
+            self.check(self.programs, sites, x, args)
+        if self.latent_scaled:
+            model, guide = _scaled(model, scaled_sites), _scaled(guide, scaled_sites)
+        self.sites, self.elbo = sites, self.make_elbo(sites)
+        self.svi = SVI(model, guide, self.optim, self.elbo)
+
+    def _arguments(self, x: torch.Tensor, args: tuple, beta_t: float | None) -> tuple:
+        if self.latent_scaled:  # β_t as a tensor argument: a compiled step takes it as an input, not a constant
+            beta_t = self.config.beta if beta_t is None else beta_t
+            return (*args, torch.as_tensor(beta_t, dtype=x.dtype, device=x.device))
+        if beta_t is not None and beta_t != 1:
+            raise InputError(
+                f"beta_t={beta_t}: this step was built without a latent scale (beta=1, anneal='none'); "
+                "set TrainConfig(beta=...) or anneal= to weight the latent sites"
+            )
+        return args
+
+    @contextmanager
+    def _quieted(self):
         with warnings.catch_warnings():
             for message in self.quiet:
                 warnings.filterwarnings("ignore", message=message)
-            return self.svi.step(x, *args)  # the ELBO's loss_and_grads: the estimator of loss(), plus the update
+            yield
 
-    def loss(self, x: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
-        return self.elbo.differentiable_loss(self.svi.model, self.svi.guide, x, *args)
+    def __call__(self, x: torch.Tensor, *args, beta_t: float | None = None) -> float:
+        self.prepare(x, *args)
+        with self._quieted():
+            loss = self.svi.step(x, *self._arguments(x, args, beta_t))  # loss_and_grads, then the update
+        if isinstance(self.optim, PyroLRScheduler):  # one step of the learning-rate schedule per update
+            self.optim.step()
+        return loss
+
+    def loss(self, x: torch.Tensor, *args, beta_t: float | None = None) -> torch.Tensor:
+        self.prepare(x, *args)
+        if not hasattr(self.elbo, "differentiable_loss"):
+            name = type(self.elbo).__name__
+            raise InputError(f"{name} has no differentiable loss: step.loss needs e.g. --elbo trace")
+        with self._quieted():
+            return self.elbo.differentiable_loss(self.svi.model, self.svi.guide, x, *self._arguments(x, args, beta_t))
 
     def state_dict(self) -> dict:
-        if self.pyro_name is None:
+        if self.programs.pyro_name is None:
             return self.optim.get_state()
         return {user_param_name(name): state for name, state in self.optim.get_state().items()}
 
     def load_state_dict(self, state: dict) -> None:
-        if self.pyro_name is None:
+        if self.programs.pyro_name is None:
             self.optim.set_state(state)
             return
-        self.optim.set_state({param_with_module_name(self.pyro_name, name): value for name, value in state.items()})
+        pyro_name = self.programs.pyro_name
+        self.optim.set_state({param_with_module_name(pyro_name, name): value for name, value in state.items()})
 
 
-def _elbo_options(config: TrainConfig) -> dict:
-    return {"num_particles": config.num_particles, "vectorize_particles": True, "max_plate_nesting": 1}
-
-
-@OBJECTIVES.register("trace")
-def trace_step(vae: VAE, config: TrainConfig) -> TrainingStep:
-    return SVIStep(vae, Trace_ELBO(**_elbo_options(config)), config.lr, latent_scaled=is_latent_scaled(config))
-
-
-def require_closed_form_kl(vae: VAE) -> None:
-    """An :class:`InputError` unless Pyro has a closed-form ``KL(q(z | x) || p(z))`` for the VAE's guide and prior.
-
-    ``TraceMeanField_ELBO`` silently falls back to the Monte Carlo KL for a pair without one (flows, mixtures), which
-    would make ``meanfield`` another name for ``trace``. The pair is probed once, on one all-zero encoder input.
-    A user's own programs are not probed (``ppl_vae.lab.analytic_kl_sites`` checks any model and guide).
-    """
-    if isinstance(vae, Programs):
-        return
-    width = vae.config.x_dim + vae.config.num_classes  # the encoder sees [x | one-hot y] in a conditional VAE
-    probe = next(vae.parameters()).new_zeros(1, width)  # the VAE's device and dtype
-    try:
-        with torch.no_grad():
-            kl_divergence(vae.encoder.dist(probe), vae.prior.dist())
-    except NotImplementedError:
-        model = vae.config
+def _scaled_sites(config: TrainConfig, sites: ProgramSites) -> tuple[str, ...]:
+    """The latent sites that β scales: ``config.latent_sites``, checked against the guide's, or all of them."""
+    unknown = [name for name in config.latent_sites if name not in sites.latent]
+    if unknown:
         raise InputError(
-            f"--elbo meanfield needs a closed-form KL(q || p), which Pyro lacks for --guide {model.guide} with "
-            f"--prior {model.prior}: use --elbo trace (Monte Carlo KL), or --guide diagonal --prior normal"
-        ) from None
+            f"latent_sites names {', '.join(map(repr, unknown))}, which the guide does not sample: its latent sites "
+            f"are {', '.join(map(repr, sites.latent))}"
+        )
+    return config.latent_sites or sites.latent
 
 
-@OBJECTIVES.register("meanfield")
-def meanfield_step(vae: VAE, config: TrainConfig) -> TrainingStep:
-    require_closed_form_kl(vae)
-    elbo = TraceMeanField_ELBO(**_elbo_options(config))
-    return SVIStep(vae, elbo, config.lr, latent_scaled=is_latent_scaled(config))
+def _elbo_options(config: TrainConfig, sites: ProgramSites) -> dict:
+    return {
+        "num_particles": config.num_particles,
+        "vectorize_particles": True,
+        "max_plate_nesting": sites.max_plate_nesting,
+    }
 
 
-@OBJECTIVES.register("jit")
-def jit_step(vae: VAE, config: TrainConfig) -> TrainingStep:
-    elbo = JitTrace_ELBO(**_elbo_options(config), ignore_jit_warnings=True)
-    # JitTrace_ELBO is built on torch.jit.trace, which recent torch releases mark as deprecated (FutureWarning)
-    return SVIStep(
-        vae,
-        elbo,
-        config.lr,
-        fixed_batch_shape=True,
-        latent_scaled=is_latent_scaled(config),
-        quiet=("`torch.jit.trace` is deprecated",),
-    )
+def _svi_objective(name: str, elbo_class, elbo_options: dict | None = None, **options):
+    """Register ``name``: SVI with ``elbo_class(**elbo_options)`` (built from the first minibatch's sites) and the
+    :class:`SVIStep` ``options``."""
+
+    def build(programs: Programs, config: TrainConfig) -> TrainingStep:
+        def make_elbo(sites: ProgramSites) -> ELBO:
+            return elbo_class(**_elbo_options(config, sites), **(elbo_options or {}))
+
+        return SVIStep(programs, config, make_elbo, latent_scaled=is_latent_scaled(config), **options)
+
+    OBJECTIVES.register(name)(build)
+
+
+def require_meanfield(programs: Programs, sites: ProgramSites, x: torch.Tensor, args: tuple) -> None:
+    """An :class:`InputError` unless ``TraceMeanField_ELBO`` is exact in expectation for the programs on ``x``.
+
+    Pyro's estimator needs, at every latent site, a closed-form ``KL(q || p)`` registered with
+    ``torch.distributions.kl`` (elsewhere it silently falls back to the Monte Carlo KL, which would make ``meanfield``
+    another name for ``trace``), and a mean-field guide: with q(z2 | z1) the closed form at z1 integrates z1 out while
+    the model's p(z1 | z2) holds a z2 drawn from z1, which biases the objective. Both are read from one trace of the
+    programs (:func:`ppl_vae.programs.latent_dependencies` for the guide's structure); the RNG is left as it was.
+    """
+    guide_trace, model_trace = trace_programs(programs.model, programs.guide, x, *args)
+    for name in sites.latent:
+        q, p = guide_trace.nodes[name]["fn"], model_trace.nodes[name]["fn"]
+        try:
+            kl_divergence(q, p)
+        except NotImplementedError:
+            vae = programs.vae
+            what = (
+                f"--guide {vae.config.guide} with --prior {vae.config.prior}"
+                if vae is not None
+                else f"q = {_describe(q)} with p = {_describe(p)}"
+            )
+            raise InputError(
+                f"--elbo meanfield needs a closed-form KL(q || p) at latent site {name!r}, which Pyro lacks for "
+                f"{what}: use --elbo trace (Monte Carlo KL)"
+            ) from None
+    for name, parents in latent_dependencies(programs.guide, x, *args, sites=sites).items():
+        if parents:
+            given = ", ".join(parents)
+            raise InputError(
+                f"--elbo meanfield needs a mean-field guide, but q({name} | {given}) depends on latent site(s) "
+                f"{given}: the closed-form KL would be biased; use --elbo trace"
+            )
+
+
+def require_enumerated(programs: Programs, sites: ProgramSites, x: torch.Tensor, args: tuple) -> None:
+    """An :class:`InputError` unless the guide marks a latent site for enumeration: ``TraceEnum_ELBO`` with nothing to
+    sum out is ``trace`` under another name (Pyro only warns)."""
+    if not sites.enumerated:
+        raise InputError(
+            f"--elbo enum sums out the guide's sites marked for enumeration, and this guide marks none of "
+            f"{', '.join(map(repr, sites.latent))} (config_enumerate, infer={{'enumerate': 'parallel'}}): "
+            "use --elbo trace"
+        )
+
+
+def _describe(fn) -> str:
+    """``Normal``, or ``Independent(Normal)`` for a distribution with reinterpreted batch dimensions."""
+    base = getattr(fn, "base_dist", None)
+    return f"{type(fn).__name__}({type(base).__name__})" if base is not None else type(fn).__name__
+
+
+_svi_objective("trace", Trace_ELBO)
+# the closed forms are verified, including the guide's structure, so Pyro's weaker check (site order) is silenced
+_svi_objective(
+    "meanfield",
+    TraceMeanField_ELBO,
+    check=require_meanfield,
+    quiet=("Failed to verify mean field restriction on the guide",),
+)
+# JitTrace_ELBO is built on torch.jit.trace, which recent torch releases mark as deprecated (FutureWarning)
+_svi_objective(
+    "jit",
+    JitTrace_ELBO,
+    {"ignore_jit_warnings": True},
+    fixed_batch_shape=True,
+    quiet=("`torch.jit.trace` is deprecated",),
+)
+_svi_objective("enum", TraceEnum_ELBO, check=require_enumerated)
+_svi_objective("tracegraph", TraceGraph_ELBO)
 
 
 @OBJECTIVES.register("iwae")
-def iwae_step(vae: VAE, config: TrainConfig) -> TrainingStep:
-    return SVIStep(vae, RenyiELBO(alpha=0.0, **_elbo_options(config)), config.lr)
+def iwae_step(programs: Programs, config: TrainConfig) -> TrainingStep:
+    return SVIStep(programs, config, lambda sites: RenyiELBO(alpha=0.0, **_elbo_options(config, sites)))
 
 
 class ReferenceStep:
-    """A hand-written torch step: ``loss = -mean_particles(elbo_fn(...)).sum()``, ``torch.optim.Adam``.
+    """A hand-written torch step: ``loss = -mean_particles(elbo_fn(...)).sum()``, the configured torch optimizer.
 
     Uses the VAE's own encoder and decoder networks, so it starts from the same weights as the Pyro steps.
     Requires the classic setting: diagonal guide, N(0, I) prior, Bernoulli likelihood.
@@ -271,8 +433,9 @@ class ReferenceStep:
     fixed_batch_shape = False
     latent_scaled = False
 
-    def __init__(self, vae: VAE, config: TrainConfig, elbo_fn: Callable[..., torch.Tensor]):
-        if isinstance(vae, Programs):
+    def __init__(self, programs: Programs, config: TrainConfig, elbo_fn: Callable[..., torch.Tensor]):
+        vae = programs.vae
+        if vae is None:
             raise InputError(f"--elbo {config.elbo} is the hand-written loss of the built-in VAE, not of custom ones")
         model = vae.config
         if model.num_classes:
@@ -287,38 +450,48 @@ class ReferenceStep:
         self.vae = vae
         self.elbo_fn = elbo_fn
         self.num_particles = config.num_particles
-        self.optimizer = torch.optim.Adam(vae.parameters(), lr=config.lr)
+        self.optimizer, self.scheduler = torch_optimizer(config, vae.named_parameters())
 
-    def loss(self, x: torch.Tensor) -> torch.Tensor:
+    def loss(self, x: torch.Tensor, beta_t: float | None = None) -> torch.Tensor:
+        if beta_t is not None and beta_t != 1:
+            raise InputError(f"beta_t={beta_t}: the hand-written steps take no latent scale")
         vae = self.vae
         eps = torch.randn((self.num_particles, x.shape[0], vae.config.z_dim), device=x.device, dtype=x.dtype)
         elbo = self.elbo_fn(vae.encoder.net, vae.decoder, x, eps, head=vae.config.scale_param)
         return -elbo.mean(0).sum()
 
-    def __call__(self, x: torch.Tensor) -> float:
-        loss = self.loss(x)
+    def __call__(self, x: torch.Tensor, beta_t: float | None = None) -> float:
+        loss = self.loss(x, beta_t=beta_t)
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
         return loss.item()
 
     def state_dict(self) -> dict:
-        return self.optimizer.state_dict()
+        if self.scheduler is None:
+            return self.optimizer.state_dict()
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state)
+        if self.scheduler is None:
+            self.optimizer.load_state_dict(state)
+            return
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
 
 
 @OBJECTIVES.register("reference-mc")
-def reference_mc_step(vae: VAE, config: TrainConfig) -> TrainingStep:
-    return ReferenceStep(vae, config, reference.elbo_monte_carlo_kl)
+def reference_mc_step(programs: Programs, config: TrainConfig) -> TrainingStep:
+    return ReferenceStep(programs, config, reference.elbo_monte_carlo_kl)
 
 
 @OBJECTIVES.register("reference-analytic")
-def reference_analytic_step(vae: VAE, config: TrainConfig) -> TrainingStep:
-    return ReferenceStep(vae, config, reference.elbo_analytic_kl)
+def reference_analytic_step(programs: Programs, config: TrainConfig) -> TrainingStep:
+    return ReferenceStep(programs, config, reference.elbo_analytic_kl)
 
 
 @OBJECTIVES.register("stl")
-def stl_step(vae: VAE, config: TrainConfig) -> TrainingStep:
-    return ReferenceStep(vae, config, reference.elbo_stl)
+def stl_step(programs: Programs, config: TrainConfig) -> TrainingStep:
+    return ReferenceStep(programs, config, reference.elbo_stl)

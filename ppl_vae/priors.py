@@ -13,7 +13,7 @@ name (``--prior``)    p(z)                                                      
 ====================  =============================================================================  ===============
 
 The mixtures have no closed-form KL to any guide, so ``--elbo meanfield`` refuses them (see
-:func:`ppl_vae.objectives.require_closed_form_kl`).
+:func:`ppl_vae.objectives.require_meanfield`).
 
 Example::
 

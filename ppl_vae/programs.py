@@ -104,9 +104,7 @@ def inspect_programs(
     (the data plate or any other: evaluation ignores scales, so a subsample would stand for the whole), a latent site
     of the model that the guide does not sample, or a ``data_plate`` that the programs lack.
     """
-    with torch.no_grad(), poutine.block(), rng_preserved(x.device):
-        guide_trace = poutine.trace(guide).get_trace(x, *args)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, *args)
+    guide_trace, model_trace = trace_programs(model, guide, x, *args)
     latent = tuple(name for name, site in guide_trace.nodes.items() if is_random_site(site) and not site["is_observed"])
     observed = tuple(name for name, site in model_trace.nodes.items() if is_random_site(site) and site["is_observed"])
     model_only = [
@@ -148,6 +146,47 @@ def inspect_programs(
         observed=observed,
         enumerated=enumerated,
     )
+
+
+def trace_programs(model: Callable, guide: Callable, x: torch.Tensor, *args):
+    """One trace of ``guide(x, *args)`` and of ``model`` replayed on it, without gradients, hidden from any handler
+    around the call, leaving the RNG as it was: ``(guide_trace, model_trace)``, with their param sites."""
+    with torch.no_grad(), poutine.block(), rng_preserved(x.device):
+        guide_trace = poutine.trace(guide).get_trace(x, *args)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, *args)
+    return guide_trace, model_trace
+
+
+def latent_dependencies(guide: Callable, x: torch.Tensor, *args, sites: ProgramSites) -> dict[str, tuple[str, ...]]:
+    """For each latent site of ``guide``, the other latent sites whose values its distribution depends on: every entry
+    ``()`` for a mean-field guide; ``{"z1": (), "z2": ("z1",)}`` for q(z1 | x) q(z2 | z1).
+
+    The guide runs once to draw values, then again with every latent site conditioned on its value as a fresh leaf
+    tensor; site ``s`` depends on site ``u`` when the autograd graph of ``log q_s`` at its own (detached) value reaches
+    ``u``'s leaf. Only real-valued latent values can be leaves: a dependence on a discrete (integer) latent site is not
+    seen. The RNG is left as it was.
+    """
+    with poutine.block(), rng_preserved(x.device):
+        with torch.no_grad():
+            drawn = poutine.trace(guide).get_trace(x, *args)
+        leaves = {}
+        for name in sites.latent:
+            value = drawn.nodes[name]["value"].detach()
+            leaves[name] = value.clone().requires_grad_() if value.is_floating_point() else value
+        with torch.enable_grad():
+            conditioned = poutine.trace(poutine.condition(guide, data=leaves)).get_trace(x, *args)
+            dependencies = {}
+            for name in sites.latent:
+                site = conditioned.nodes[name]
+                others = [other for other in sites.latent if other != name and leaves[other].requires_grad]
+                log_prob = site["fn"].log_prob(site["value"].detach())
+                if not others or not log_prob.requires_grad:
+                    dependencies[name] = ()
+                    continue
+                inputs = [leaves[other] for other in others]
+                grads = torch.autograd.grad(log_prob.sum(), inputs, retain_graph=True, allow_unused=True)
+                dependencies[name] = tuple(other for other, grad in zip(others, grads, strict=True) if grad is not None)
+    return dependencies
 
 
 def rng_preserved(device: torch.device):

@@ -27,6 +27,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -46,7 +47,7 @@ from ppl_vae.data import Dataset, load_dataset
 from ppl_vae.errors import InputError
 from ppl_vae.evaluate import elbo, iwae_log_likelihood
 from ppl_vae.report import ReportConfig, write_report
-from ppl_vae.train import fit, seed_everything
+from ppl_vae.train import fit, seed_everything, with_lr_horizon
 from ppl_vae.user_program import UserProgram, as_user_program, build_program, fit_program
 from ppl_vae.vae import VAE
 
@@ -145,6 +146,8 @@ def train_run(
     elif (run_dir / CHECKPOINT_FILE).exists():
         raise InputError(f"run folder {str(run_dir)!r} already holds a run: pass --resume or choose another --out")
     data = load_data(config)
+    started = stored.train.lr_horizon if resume else None
+    config = dataclasses.replace(config, train=with_lr_horizon(config.train, data.x_train.shape[0], started))
 
     seed_everything(config.train.seed)
     # a program is built before anything is written: a bad path leaves no run folder

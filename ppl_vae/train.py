@@ -1,8 +1,16 @@
 """``fit``: the training loop. SVI steps on in-memory minibatches, the test ELBO per epoch, checkpoints, resume.
 
+One loop serves the built-in VAE and a user's own Pyro programs: a VAE is adapted at once into the same
+:class:`~ppl_vae.objectives.Programs` bundle (model, guide, modules, binarize, labels) that a user's programs make::
+
+    history = fit(vae, load_dataset("digits"), TrainConfig(epochs=10))
+    history = fit(model=model, guide=guide, modules={"encoder": encoder, "decoder": decoder}, data=data)
+
 Each epoch shuffles the training set with a seeded ``torch.Generator``, slices minibatches from the tensors (no
 DataLoader), binarizes them afresh for a binary likelihood, and calls the training step (see
-:mod:`ppl_vae.objectives`). The history has one record per epoch, in nats per example (higher is better)::
+:mod:`ppl_vae.objectives`) as ``step(x, *args, beta_t=...)``. The first update of a run is guarded
+(:mod:`ppl_vae.guards`): a parameter that would never train stops the run with an error naming it. The history has one
+record per epoch, in nats per example (higher is better)::
 
     {"epoch": 3, "train_elbo": -28.1, "test_elbo": -28.9, "test_elbo_se": 0.4, "seconds": 0.8}
 
@@ -11,20 +19,14 @@ IWAE bound for ``iwae``; the β_t-weighted objective with ``beta``/``anneal``, w
 recorded as ``latent_scale``); ``test_elbo`` is :func:`ppl_vae.evaluate.elbo` on the test set with
 ``eval_particles`` samples, after the epoch (always the plain ELBO, of ``log p(x | y)`` for a conditional model).
 
-A user's own Pyro ``model`` and ``guide`` train through the same loop, without subclassing::
-
-    history = fit(model=model, guide=guide, modules={"encoder": encoder, "decoder": decoder}, data=data)
-
-With ``run_dir`` a checkpoint (weights, optimizer, RNG states, history) is written atomically after every epoch, and
-``resume=True`` continues from it with the numbers an uninterrupted run would have had (on the CPU).
-
-Example::
-
-    history = fit(vae, load_dataset("digits"), TrainConfig(epochs=10))
+With ``run_dir`` a checkpoint (weights, optimizer and schedule state, RNG states, history, the schedule's horizon) is
+written atomically after every epoch, and ``resume=True`` continues from it with the numbers an uninterrupted run
+would have had (on the CPU).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -34,14 +36,16 @@ from pathlib import Path
 import numpy as np
 import pyro
 import torch
+from pyro.infer.elbo import ELBO
 from torch import nn
 from tqdm.auto import tqdm
 
+from ppl_vae import evaluate
 from ppl_vae.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from ppl_vae.config import TrainConfig
 from ppl_vae.data import Dataset, binarize, minibatches
 from ppl_vae.errors import InputError
-from ppl_vae.evaluate import elbo, observed_test_set
+from ppl_vae.guards import check_gradients, check_registration, forget_gradients
 from ppl_vae.objectives import Programs, TrainingStep, latent_scale, make_step
 from ppl_vae.vae import VAE
 
@@ -49,6 +53,20 @@ from ppl_vae.vae import VAE
 def seed_everything(seed: int) -> None:
     """Seed Pyro's RNGs (torch, Python's ``random``, NumPy) so one seed gives the same numbers again."""
     pyro.set_rng_seed(seed)
+
+
+def with_lr_horizon(config: TrainConfig, num_examples: int, started: int | None = None) -> TrainConfig:
+    """``config`` with the schedule's horizon fixed: the horizon the run ``started`` with when resuming, else
+    ``epochs x ceil(num_examples / batch_size)`` optimizer steps (unchanged without a schedule, or when set)."""
+    if config.lr_schedule == "none":
+        return config
+    if config.lr_horizon is not None and started is not None and config.lr_horizon != started:
+        raise InputError(
+            f"lr_horizon {config.lr_horizon} differs from the {started} steps the run started with: a resumed "
+            "schedule keeps its horizon"
+        )
+    horizon = config.lr_horizon or started or config.epochs * math.ceil(num_examples / config.batch_size)
+    return dataclasses.replace(config, lr_horizon=horizon)
 
 
 def fit(
@@ -61,6 +79,7 @@ def fit(
     modules: nn.Module | Mapping[str, nn.Module] | None = None,
     binarize_data: bool = False,
     labels: bool = False,
+    elbo: ELBO | None = None,
     run_dir: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
@@ -71,24 +90,84 @@ def fit(
     Arguments:
         vae: the model to train, in place; moved to ``config.device``. A conditional VAE gets ``data.y_train``.
         data: the data set; ``x_train`` ``(N, D)`` grey levels in [0, 1] (``y_train`` ``(N,)`` labels if needed).
-        config: epochs, batch size, learning rate, objective, particles, beta and warm-up, seed, device
-            (default ``TrainConfig()``).
-        model, guide: instead of ``vae``: plain Pyro programs ``model(x)`` / ``guide(x)`` (``model(x, y)`` /
-            ``guide(x, y)`` with ``labels``) over the sites ``"z"`` and ``"x"`` in ``pyro.plate("data", B)``, whose
-            networks are registered with ``pyro.module`` inside them under names that stay the same between
-            processes (the optimizer state is saved under those names).
+        config: epochs, batch size, objective, optimizer and learning-rate schedule, particles, beta and warm-up,
+            seed, device (default ``TrainConfig()``).
+        model, guide: instead of ``vae``: Pyro programs ``model(x)`` / ``guide(x)`` (``model(x, y)`` /
+            ``guide(x, y)`` with ``labels``) keeping the program contract of :mod:`ppl_vae.programs` (one data plate
+            over the examples, any latent sites, nested plates allowed), whose networks are registered with
+            ``pyro.module`` inside them under names that stay the same between processes (the optimizer state is
+            saved under those names).
         modules: with ``model``/``guide``: the ``nn.Module`` (or a dict of them) holding every trained parameter;
             moved to ``config.device`` and saved in checkpoints.
         binarize_data: with ``model``/``guide``: train on 0/1 images drawn afresh per minibatch and evaluate on test
             images binarized once (for a Bernoulli likelihood); the grey levels as they are otherwise.
         labels: with ``model``/``guide``: pass the labels ``y`` ``(B,)`` to both programs.
+        elbo: a Pyro ELBO instance to train with instead of ``config.elbo`` (which must then stay ``"trace"``), e.g.
+            ``TraceEnum_ELBO(max_plate_nesting=1)``; used as given.
         run_dir: where to write ``checkpoint.pt`` after every epoch (``None``: nowhere).
         resume: continue from ``run_dir/checkpoint.pt`` (its history is returned in full).
         progress: show a tqdm bar per epoch with the running training ELBO.
+
+    Raises:
+        InputError: bad input, or at the first update a parameter that would never train (see
+            :mod:`ppl_vae.guards`), or programs that the objective refuses.
     """
     config = TrainConfig() if config is None else config
     if data is None:
         raise InputError("fit needs data=: a Dataset (ppl_vae.load_dataset)")
+    programs = _programs(vae, data, model, guide, modules, binarize_data, labels)
+    if programs.labels and (data.y_train is None or data.y_test is None):
+        raise InputError(f"data set {data.name!r} has no labels: a conditional model needs y_train and y_test")
+    device = torch.device(config.device)
+    programs.modules.to(device)
+    x_train = data.x_train.to(device)
+    x_test = evaluate.observed_test_set(data.x_test, programs.binarize).to(device)
+    train_args = (data.y_train.to(device),) if programs.labels else ()
+    test_args = (data.y_test.to(device),) if programs.labels else ()
+
+    checkpoint_path = Path(run_dir) / CHECKPOINT_FILE if run_dir is not None else None
+    snapshot = None
+    if resume:
+        if checkpoint_path is None:
+            raise InputError("resume=True needs the run_dir to resume from")
+        snapshot = load_checkpoint(checkpoint_path, map_location=device)
+    elif checkpoint_path is not None:
+        checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+    config = with_lr_horizon(config, x_train.shape[0], snapshot.get("lr_horizon") if snapshot else None)
+
+    seed_everything(config.seed)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    step = make_step(programs, config, elbo=elbo)
+    history = _restore(snapshot, programs.modules, step, generator) if snapshot else []
+    first = _guarded_first_step(programs, config)
+
+    for epoch in range(len(history) + 1, config.epochs + 1):
+        started = time.perf_counter()
+        train_loss, scale = _train_epoch(step, first, programs, x_train, train_args, generator, config, epoch, progress)
+        seconds = time.perf_counter() - started
+        record = {"epoch": epoch, "train_elbo": -train_loss / x_train.shape[0], "seconds": seconds}
+        if step.latent_scaled:
+            record["latent_scale"] = scale
+        if epoch % config.eval_every == 0 or epoch == config.epochs:
+            test = evaluate.elbo(
+                programs.model, programs.guide, x_test, num_particles=config.eval_particles, args=test_args
+            )
+            record.update(test_elbo=test.mean, test_elbo_se=test.se)
+        history.append(record)
+        if not math.isfinite(record["train_elbo"]):
+            raise FloatingPointError(
+                f"training ELBO is {record['train_elbo']} at epoch {epoch}: lower --lr (now {config.lr}); "
+                "the last finite checkpoint is kept"
+            )
+        if checkpoint_path is not None:
+            save_checkpoint(checkpoint_path, _snapshot(programs.modules, step, generator, history, config))
+        if progress:
+            tqdm.write(_describe(record, config.epochs))
+    return history
+
+
+def _programs(vae, data: Dataset, model, guide, modules, binarize_data: bool, labels: bool) -> Programs:
+    """The :class:`Programs` to train: the VAE's, checked against ``data``, or the user's."""
     if vae is not None:
         if any(part is not None for part in (model, guide, modules)) or binarize_data or labels:
             raise InputError("fit takes either a VAE or model=, guide=, modules= (with binarize_data=, labels=)")
@@ -101,56 +180,30 @@ def fit(
                 f"data set {data.name!r} has {data.num_classes} classes, the conditional VAE knows "
                 f"{vae.config.num_classes}"
             )
-        programs, modules = vae, vae
-        binarize_data, labels = vae.likelihood.binary, vae.config.num_classes > 0
-    else:
-        if model is None or guide is None or modules is None:
-            raise InputError(
-                "fit needs a VAE, or model=, guide= and modules= (the nn.Modules they register with pyro.module)"
-            )
-        programs = Programs(model, guide)
-        modules = nn.ModuleDict(modules) if isinstance(modules, Mapping) else modules
-    if labels and (data.y_train is None or data.y_test is None):
-        raise InputError(f"data set {data.name!r} has no labels: a conditional model needs y_train and y_test")
-    device = torch.device(config.device)
-    modules.to(device)
-    x_train = data.x_train.to(device)
-    x_test = observed_test_set(data.x_test, binarize_data).to(device)
-    y_train, y_test = (data.y_train.to(device), data.y_test.to(device)) if labels else (None, None)
+        return Programs.from_vae(vae)
+    if model is None or guide is None or modules is None:
+        raise InputError(
+            "fit needs a VAE, or model=, guide= and modules= (the nn.Modules they register with pyro.module)"
+        )
+    modules = nn.ModuleDict(modules) if isinstance(modules, Mapping) else modules
+    return Programs(model, guide, modules, binarize=binarize_data, labels=labels)
 
-    seed_everything(config.seed)
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-    step = make_step(programs, config)
-    history: list[dict] = []
-    checkpoint_path = Path(run_dir) / CHECKPOINT_FILE if run_dir is not None else None
-    if checkpoint_path is not None and not resume:
-        checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-    if resume:
-        if checkpoint_path is None:
-            raise InputError("resume=True needs the run_dir to resume from")
-        history = _restore(load_checkpoint(checkpoint_path, map_location=device), modules, step, generator)
 
-    for epoch in range(len(history) + 1, config.epochs + 1):
-        started = time.perf_counter()
-        train_loss, scale = _train_epoch(step, x_train, y_train, binarize_data, generator, config, epoch, progress)
-        seconds = time.perf_counter() - started
-        record = {"epoch": epoch, "train_elbo": -train_loss / x_train.shape[0], "seconds": seconds}
-        if step.latent_scaled:
-            record["latent_scale"] = scale
-        if epoch % config.eval_every == 0 or epoch == config.epochs:
-            test = elbo(programs.model, programs.guide, x_test, num_particles=config.eval_particles, y=y_test)
-            record.update(test_elbo=test.mean, test_elbo_se=test.se)
-        history.append(record)
-        if not math.isfinite(record["train_elbo"]):
-            raise FloatingPointError(
-                f"training ELBO is {record['train_elbo']} at epoch {epoch}: lower --lr (now {config.lr}); "
-                "the last finite checkpoint is kept"
-            )
-        if checkpoint_path is not None:
-            save_checkpoint(checkpoint_path, _snapshot(modules, step, generator, history))
-        if progress:
-            tqdm.write(_describe(record, config.epochs))
-    return history
+def _guarded_first_step(programs: Programs, config: TrainConfig) -> Callable:
+    """``first(step, x, args, beta_t)``: the first update of the run, with the parameter guards around it (once)."""
+    done = []
+
+    def first(step: TrainingStep, x: torch.Tensor, args: tuple, beta_t: float | None) -> float:
+        if done:
+            return step(x, *args, beta_t=beta_t)
+        check_registration(programs, config, x, args)
+        forget_gradients(programs.modules)
+        loss = step(x, *args, beta_t=beta_t)
+        check_gradients(programs.modules)
+        done.append(True)
+        return loss
+
+    return first
 
 
 def _describe(record: dict, epochs: int) -> str:
@@ -161,10 +214,10 @@ def _describe(record: dict, epochs: int) -> str:
 
 
 def _train_epoch(
-    step: TrainingStep, x_train, y_train, binary, generator, config: TrainConfig, epoch, progress
+    step: TrainingStep, update: Callable, programs: Programs, x_train, train_args, generator, config, epoch, progress
 ) -> tuple[float, float]:
-    """One pass over the shuffled training set; returns the summed loss (negative objective, nats) and the last
-    latent scale ``β_t`` used (1 for an unscaled step)."""
+    """One pass over the shuffled training set through ``update(step, x, args, beta_t)``; returns the summed loss
+    (negative objective, nats) and the last latent scale ``β_t`` used (1 for an unscaled step)."""
     total, seen, scale = 0.0, 0, 1.0
     batch_size = config.batch_size
     batches = list(minibatches(x_train.shape[0], batch_size, generator, device=x_train.device))
@@ -174,23 +227,25 @@ def _train_epoch(
     bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", leave=False, disable=not progress, unit="batch")
     for number, index in enumerate(bar):
         x = x_train[index]
-        if binary:
+        if programs.binarize:
             x = binarize(x, generator)
-        args = () if y_train is None else (y_train[index],)
-        if step.latent_scaled:  # β_t as a tensor argument: a compiled step takes it as an input, not a constant
-            scale = latent_scale(config, epoch - 1 + number / len(batches))
-            args += (torch.tensor(scale, dtype=x.dtype, device=x.device),)
-        total += step(x, *args)
+        beta_t = None
+        if step.latent_scaled:
+            beta_t = scale = latent_scale(config, epoch - 1 + number / len(batches))
+        total += update(step, x, tuple(arg[index] for arg in train_args), beta_t)
         seen += len(index)
         bar.set_postfix(elbo=f"{-total / seen:.2f}", refresh=False)
     return total * x_train.shape[0] / seen, scale
 
 
-def _snapshot(modules: nn.Module, step: TrainingStep, generator: torch.Generator, history: list[dict]) -> dict:
+def _snapshot(
+    modules: nn.Module, step: TrainingStep, generator: torch.Generator, history: list[dict], config: TrainConfig
+) -> dict:
     return {
         "model": modules.state_dict(),
         "step": step.state_dict(),
         "history": history,
+        "lr_horizon": config.lr_horizon,
         "rng": {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],

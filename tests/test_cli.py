@@ -100,6 +100,14 @@ def npz_files(tmp_path):
         (["train", "--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
         (["train", "--epochs", "0"], "--epochs must be an integer >= 1, got 0"),
         (["train", "--elbo", "elbo"], "--elbo: unknown objective 'elbo'"),
+        (["train", "--optim", "rmsprop"], "--optim: unknown optimizer 'rmsprop': expected one of adam, adamw"),
+        (["train", "--lr-schedule", "step"], "--lr-schedule: unknown learning-rate schedule 'step'"),
+        (["train", "--lr-decay", "0"], r"--lr-decay must be a number in \(0, 1\], got 0.0"),
+        (["train", "--lr-decay", "nan"], r"--lr-decay must be a number in \(0, 1\], got nan"),
+        (
+            ["train", "--elbo", "enum", "--no-progress", "--out", "{tmp}/run"],
+            "--elbo enum sums out .* marks none of 'z'",
+        ),
         (["evaluate", "{tmp}/missing"], "run folder .*missing' does not exist"),
         (["train", "--resume"], "--resume needs --out"),
         (["train", "--latent-layers", "3"], "--latent-layers must be an integer from 1 to 2, got 3"),
@@ -132,3 +140,21 @@ def test_evaluate_refuses_a_checkpoint_that_does_not_match(tmp_path, capsys):
     (run_dir / "config.json").write_text(json.dumps(config))
     status, out, err = run_cli(capsys, "evaluate", run_dir, "--k", 100, "--gap-examples", 0)
     assert status == 2 and "does not match its config.json" in err
+
+
+def test_optimizer_flags_reach_the_run_and_the_schedule_keeps_its_horizon(tmp_path, capsys):
+    """config.json holds the schedule's horizon fixed at the start (1 epoch of 1497 images in minibatches of 64: 24
+    steps); a resume that adds an epoch keeps it."""
+    run_dir = tmp_path / "run"
+    argv = [
+        "train", "--epochs", 1, "--z-dim", 2, "--hidden", 16, "--k", 5, "--eval-particles", 2, "--no-progress",
+        "--optim", "adamw", "--lr-schedule", "cosine", "--lr-decay", 0.5, "--elbo", "tracegraph", "--out", run_dir,
+    ]  # fmt: skip
+    status, out, err = run_cli(capsys, *argv)
+    assert status == 0, err
+    train = json.loads((run_dir / "config.json").read_text())["train"]
+    expected = {"optim": "adamw", "lr_schedule": "cosine", "lr_decay": 0.5, "elbo": "tracegraph", "lr_horizon": 24}
+    assert {key: train[key] for key in expected} == expected
+    status, out, err = run_cli(capsys, "train", "--resume", "--out", run_dir, "--epochs", 2, "--k", 5, "--no-progress")
+    assert status == 0, err
+    assert json.loads((run_dir / "config.json").read_text())["train"]["lr_horizon"] == 24

@@ -37,6 +37,56 @@ def test_bad_values_in_a_config_file_are_named(change, message):
         RunConfig.from_json(json.dumps(raw))
 
 
+def test_training_options_round_trip_through_json():
+    train = TrainConfig(
+        optim="adamw",
+        lr_schedule="cosine",
+        lr_decay=0.2,
+        lr_horizon=300,
+        lr_factors={"decoder": 0.1, "encoder.net.0": 2},
+        latent_sites=["z1", "z2"],
+    )
+    assert train.lr_factors == (("decoder", 0.1), ("encoder.net.0", 2.0)) and train.latent_sites == ("z1", "z2")
+    config = RunConfig(model=ModelConfig(x_dim=64, image_shape=(1, 8, 8)), train=train)
+    assert RunConfig.from_json(config.to_json()) == config
+
+
+def test_a_config_written_before_the_optimizer_options_loads_with_their_defaults():
+    config = RunConfig(model=ModelConfig(x_dim=64, image_shape=(1, 8, 8)))
+    raw = json.loads(config.to_json())
+    for key in ("optim", "lr_schedule", "lr_decay", "lr_horizon", "lr_factors", "latent_sites"):
+        del raw["train"][key]
+    assert RunConfig.from_json(json.dumps(raw)) == config
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"optim": "rmsprop"}, "--optim: unknown optimizer 'rmsprop': expected one of adam, adamw, clipped-adam, sgd"),
+        ({"lr_schedule": "step"}, "--lr-schedule: unknown learning-rate schedule 'step': expected one of cosine"),
+        ({"lr_decay": 0.0}, r"--lr-decay must be a number in \(0, 1\], got 0.0"),
+        ({"lr_decay": 1.5}, r"--lr-decay must be a number in \(0, 1\], got 1.5"),
+        ({"lr_decay": float("nan")}, r"--lr-decay must be a number in \(0, 1\], got nan"),
+        ({"lr_decay": True}, r"--lr-decay must be a number in \(0, 1\], got True"),
+        ({"lr": True}, "--lr must be a positive number, got True"),
+        ({"lr": float("inf")}, "--lr must be a positive number, got inf"),
+        ({"lr_horizon": 0}, r"lr_horizon \(optimizer steps of the schedule\) must be an integer >= 1, got 0"),
+        ({"lr_horizon": 2.5}, "lr_horizon .* must be an integer >= 1, got 2.5"),
+        ({"lr_factors": {"decoder": 0}}, r"lr_factors\['decoder'\] must be a positive number, got 0"),
+        ({"lr_factors": {"decoder": float("inf")}}, r"lr_factors\['decoder'\] must be a positive number, got inf"),
+        ({"lr_factors": {"decoder": False}}, r"lr_factors\['decoder'\] must be a positive number, got False"),
+        ({"lr_factors": {"": 0.5}}, "lr_factors: a prefix must be a non-empty string"),
+        ({"lr_factors": [["a", 1.0], ["a", 2.0]]}, "lr_factors names a prefix twice"),
+        ({"lr_factors": "decoder"}, "lr_factors must map parameter-name prefixes to factors"),
+        ({"latent_sites": "z"}, "latent_sites must be a list of site names"),
+        ({"latent_sites": ["z", "z"]}, "latent_sites must hold distinct, non-empty site names"),
+    ],
+)
+def test_bad_training_options_are_named(options, message):
+    with pytest.raises(InputError, match=message):
+        TrainConfig(**options)
+
+
 def test_configs_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         TrainConfig().epochs = 3

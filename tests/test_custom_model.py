@@ -122,3 +122,34 @@ def test_fit_refuses_ambiguous_or_incomplete_programs(small, digits):
         fit(model=model, guide=guide, modules=modules, data=small, labels=True)
     with pytest.raises(InputError, match="--elbo reference-mc is the hand-written loss of the built-in VAE"):
         fit(model=model, guide=guide, modules=modules, data=small, config=TrainConfig(elbo="reference-mc"))
+
+
+def test_custom_model_gets_the_labels_of_each_minibatch(digits):
+    """labels=True: both programs get y, one label per example of the minibatch, and the conditional model trains."""
+    torch.manual_seed(0)
+    encoder = nn.Linear(64 + 10, 2 * Z_DIM)
+    decoder = nn.Linear(Z_DIM + 10, 64)
+    seen = []
+
+    def model(x, y):
+        pyro.module("decoder", decoder)
+        seen.append((x.shape[0], y.shape))
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(Z_DIM), 1.0).to_event(1))
+            logits = decoder(torch.cat([z, torch.nn.functional.one_hot(y, 10).to(z).expand(*z.shape[:-1], 10)], -1))
+            pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
+
+    def guide(x, y):
+        pyro.module("encoder", encoder)
+        loc, log_scale = encoder(torch.cat([x, torch.nn.functional.one_hot(y, 10).to(x)], -1)).split(Z_DIM, -1)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(loc, log_scale.exp()).to_event(1))
+
+    config = TrainConfig(epochs=3, batch_size=100, lr=1e-2, eval_particles=2)
+    modules = {"encoder": encoder, "decoder": decoder}
+    history = fit(
+        model=model, guide=guide, modules=modules, data=digits, config=config, binarize_data=True, labels=True,
+        progress=False,
+    )  # fmt: skip
+    assert all(size == shape[0] for size, shape in seen)
+    assert history[-1]["test_elbo"] > history[0]["test_elbo"] + 3 * history[0]["test_elbo_se"]

@@ -93,11 +93,6 @@ def test_user_program_examples(name):
     assert result["test_log_likelihood"] > result["test_elbo"]  # IWAE with k = 10 is above the ELBO, 300 examples
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="training fixes max_plate_nesting=1 (ppl_vae/objectives.py); the nested plate needs 2, found from a trace",
-)
 def test_nested_plate_example_matches_the_builtin_vae(digits):
     """The per-pixel plate is the built-in VAE written differently: same seed, same networks, same numbers."""
     from ppl_vae import VAE, TrainConfig, elbo, fit, model_config_for, observed_test_set

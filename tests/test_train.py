@@ -1,9 +1,12 @@
 """fit(): learning on the digits, reproducibility, resume, every objective, bad input."""
 
+import math
+
 import pytest
 import torch
 
 from ppl_vae.config import TrainConfig
+from ppl_vae.errors import InputError
 from ppl_vae.evaluate import elbo, observed_test_set
 from ppl_vae.objectives import OBJECTIVES
 from ppl_vae.run import model_config_for
@@ -42,17 +45,34 @@ def test_same_seed_gives_the_same_history(digits, small_config):
     assert without_seconds(other_seed) != without_seconds(first)
 
 
-@pytest.mark.parametrize("objective", ["trace", "reference-mc"])
-def test_an_interrupted_run_resumes_with_the_same_numbers(digits, small_config, tmp_path, objective):
-    straight = fit(fresh_vae(small_config), digits, TrainConfig(epochs=4, elbo=objective), progress=False)
+STEPS_PER_EPOCH = math.ceil(1497 / 64)
+"""Minibatches of 64 in an epoch of the digits' 1497 training images."""
+
+SCHEDULED = {"lr_schedule": "cosine", "lr_decay": 0.05, "lr_horizon": 4 * STEPS_PER_EPOCH}
+"""A cosine schedule over 4 epochs."""
+
+
+@pytest.mark.parametrize(
+    ("objective", "options"),
+    [
+        ("trace", {}),
+        ("reference-mc", {}),
+        ("trace", {"optim": "clipped-adam", **SCHEDULED}),
+        ("reference-mc", {"optim": "adamw", "lr_factors": {"decoder": 0.5}, **SCHEDULED}),
+    ],
+)
+def test_an_interrupted_run_resumes_with_the_same_numbers(digits, small_config, tmp_path, objective, options):
+    """Optimizer and schedule states come back from the checkpoint: the resumed run is the uninterrupted one."""
+    straight = fit(fresh_vae(small_config), digits, TrainConfig(epochs=4, elbo=objective, **options), progress=False)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    fit(fresh_vae(small_config), digits, TrainConfig(epochs=2, elbo=objective), run_dir=run_dir, progress=False)
+    first_half = TrainConfig(epochs=2, elbo=objective, **options)
+    fit(fresh_vae(small_config), digits, first_half, run_dir=run_dir, progress=False)
     torch.manual_seed(12345)  # whatever happened in between must not matter
     resumed = fit(
         fresh_vae(small_config, seed=99),
         digits,
-        TrainConfig(epochs=4, elbo=objective),
+        TrainConfig(epochs=4, elbo=objective, **options),
         run_dir=run_dir,
         resume=True,
         progress=False,
@@ -60,7 +80,40 @@ def test_an_interrupted_run_resumes_with_the_same_numbers(digits, small_config, 
     assert without_seconds(resumed) == without_seconds(straight)
 
 
-@pytest.mark.parametrize("objective", sorted(OBJECTIVES))
+def test_a_resumed_schedule_keeps_the_horizon_it_started_with(digits, small_config, tmp_path):
+    """A run started for 2 epochs (its horizon, 2 epochs of steps, stored in the checkpoint) and given a third on
+    resume follows its original schedule, then stays at the final rate: the numbers of a 3-epoch run with that
+    horizon."""
+    assert digits.x_train.shape[0] == 1497
+    schedule = {"lr": 3e-3, "lr_schedule": "exponential", "lr_decay": 0.1}
+    fit(fresh_vae(small_config), digits, TrainConfig(epochs=2, **schedule), run_dir=tmp_path, progress=False)
+    resumed = fit(
+        fresh_vae(small_config),
+        digits,
+        TrainConfig(epochs=3, **schedule),
+        run_dir=tmp_path,
+        resume=True,
+        progress=False,
+    )
+    straight = fit(
+        fresh_vae(small_config),
+        digits,
+        TrainConfig(epochs=3, lr_horizon=2 * STEPS_PER_EPOCH, **schedule),
+        progress=False,
+    )
+    assert without_seconds(resumed) == without_seconds(straight)
+    with pytest.raises(InputError, match="lr_horizon 72 differs from the 48 steps the run started with"):
+        fit(
+            fresh_vae(small_config),
+            digits,
+            TrainConfig(epochs=3, lr_horizon=3 * STEPS_PER_EPOCH, **schedule),
+            run_dir=tmp_path,
+            resume=True,
+            progress=False,
+        )
+
+
+@pytest.mark.parametrize("objective", sorted(set(OBJECTIVES) - {"enum"}))  # enum: tests/test_objectives.py
 def test_every_objective_trains(digits, small_config, objective):
     vae = fresh_vae(small_config)
     x_test = observed_test_set(digits.x_test, binary=True)

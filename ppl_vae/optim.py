@@ -1,0 +1,122 @@
+"""Optimizers (``--optim``), learning-rate schedules (``--lr-schedule``) and per-group learning rates.
+
+=================  =========================================================================================
+``--optim``        torch optimizer (wrapped by :class:`pyro.optim.PyroOptim` for the SVI steps)
+=================  =========================================================================================
+``adam``           ``torch.optim.Adam`` (the default)
+``clipped-adam``   ``pyro.optim.clipped_adam.ClippedAdam``: Adam with each gradient coordinate clamped to +-10
+``adamw``          ``torch.optim.AdamW``: Adam with decoupled weight decay (torch's default 0.01)
+``sgd``            ``torch.optim.SGD``: plain stochastic gradient descent (no momentum)
+=================  =========================================================================================
+
+The learning rate of optimizer step ``t = 0, 1, ...`` is ``lr * factor(min(t, T) / T)`` for a horizon of ``T``
+optimizer steps (``TrainConfig.lr_horizon``, fixed when a run starts: epochs x minibatches per epoch) and the final
+factor ``d = lr_decay``::
+
+    none          1
+    exponential   d ** f                                  lr falls geometrically to lr * d at the horizon
+    cosine        d + (1 - d) * (1 + cos(pi * f)) / 2     half a cosine from lr down to lr * d
+
+Past the horizon (a resumed run given more epochs) the rate stays at ``lr * d``. The schedule is a closed-form
+function of the step count, so a resumed run, whose optimizer and scheduler states come back from the checkpoint,
+continues with exactly the rates of an uninterrupted one. It runs through Pyro's wrapper
+(``pyro.optim.LambdaLR``, a :class:`pyro.optim.PyroLRScheduler`) for the SVI steps and through
+``torch.optim.lr_scheduler.LambdaLR`` for the hand-written ones.
+
+**Per-group learning rates** (``TrainConfig.lr_factors``, Python only): parameter-name prefixes mapped to factors of
+``lr``, e.g. ``{"decoder": 0.1}``. A parameter's name is the one its module gives it (``encoder.net.0.weight`` in the
+built-in VAE; ``<pyro.module name>.<parameter>`` in a user's program, e.g. ``decoder.0.bias``); a prefix matches the
+name itself or a name that continues with ``"."``, and the longest matching prefix wins (factor 1 where none does).
+The factor multiplies the scheduled rate. Pyro's optimizers take it through their per-parameter ``optim_args``
+callable.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import pyro.optim
+import torch
+from pyro.optim.clipped_adam import ClippedAdam
+from pyro.params.param_store import normalize_param_name
+
+from ppl_vae.registry import Registry
+
+OPTIMIZERS = Registry("optimizer")
+OPTIMIZERS.register("adam")(torch.optim.Adam)
+OPTIMIZERS.register("clipped-adam")(ClippedAdam)
+OPTIMIZERS.register("adamw")(torch.optim.AdamW)
+OPTIMIZERS.register("sgd")(torch.optim.SGD)
+
+LR_SCHEDULES = Registry("learning-rate schedule")
+"""name -> ``factor(f, d)`` for the fraction ``f`` in [0, 1] of the horizon done and the final factor ``d``."""
+LR_SCHEDULES.register("none")(lambda fraction, final: 1.0)
+LR_SCHEDULES.register("exponential")(lambda fraction, final: final**fraction)
+LR_SCHEDULES.register("cosine")(lambda fraction, final: final + (1 - final) * (1 + math.cos(math.pi * fraction)) / 2)
+
+
+def lr_factor(schedule: str, final: float, horizon: int) -> Callable[[int], float]:
+    """``step -> factor`` of the learning rate at optimizer step ``step`` (0 for the first update)."""
+    shape = LR_SCHEDULES.get(schedule)
+    return lambda step: shape(min(step, horizon) / horizon, final)
+
+
+def group_factor(lr_factors: Iterable[tuple[str, float]], name: str) -> float:
+    """The factor of the longest prefix in ``lr_factors`` that matches the parameter ``name`` (1 when none does)."""
+    matches = [(len(prefix), factor) for prefix, factor in lr_factors if matches_prefix(name, prefix)]
+    return max(matches)[1] if matches else 1.0
+
+
+def matches_prefix(name: str, prefix: str) -> bool:
+    """``name`` is ``prefix`` or continues it after a dot: ``decoder`` matches ``decoder.0.bias``, not ``decoder2``."""
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def parameter_name(store_name: str, pyro_name: str | None) -> str:
+    """The name a parameter of Pyro's param store goes by in ``lr_factors``: the dotted store name
+    (``decoder.0.bias`` for ``decoder$$$0.bias``), without the process-specific ``pyro_name`` of a built-in VAE
+    (``encoder.net.0.weight`` for ``vae0$$$encoder.net.0.weight``)."""
+    name = normalize_param_name(store_name)
+    if pyro_name is not None and name.startswith(pyro_name + "."):
+        return name[len(pyro_name) + 1 :]
+    return name
+
+
+def _scheduled(config) -> bool:
+    return config.lr_schedule != "none"
+
+
+def _schedule(config) -> Callable[[int], float]:
+    if config.lr_horizon is None:
+        raise ValueError("a learning-rate schedule needs TrainConfig.lr_horizon (fit sets it when a run starts)")
+    return lr_factor(config.lr_schedule, config.lr_decay, config.lr_horizon)
+
+
+def pyro_optimizer(config, pyro_name: str | None) -> pyro.optim.PyroOptim:
+    """The configured optimizer (and schedule) for ``pyro.infer.SVI``: one torch optimizer per parameter, made by Pyro
+    when SVI first meets the parameter, with ``lr`` times the parameter's group factor. With a schedule, a
+    :class:`pyro.optim.PyroLRScheduler`: call its ``step()`` after every update."""
+    if config.lr_factors:
+
+        def optim_args(store_name: str) -> dict:  # Pyro passes the dotted store name
+            return {"lr": config.lr * group_factor(config.lr_factors, parameter_name(store_name, pyro_name))}
+
+    else:
+        optim_args = {"lr": config.lr}
+    constructor = OPTIMIZERS.get(config.optim)
+    if not _scheduled(config):
+        return pyro.optim.PyroOptim(constructor, optim_args)
+    return pyro.optim.LambdaLR({"optimizer": constructor, "optim_args": optim_args, "lr_lambda": _schedule(config)})
+
+
+def torch_optimizer(config, named_parameters: Iterable[tuple[str, torch.nn.Parameter]]):
+    """The configured torch optimizer over ``named_parameters`` (one group per distinct factor) and its
+    ``LambdaLR`` scheduler (``None`` without a schedule): for the hand-written steps."""
+    groups: dict[float, list] = {}
+    for name, parameter in named_parameters:
+        groups.setdefault(group_factor(config.lr_factors, name), []).append(parameter)
+    param_groups = [{"params": params, "lr": config.lr * factor} for factor, params in groups.items()]
+    optimizer = OPTIMIZERS.get(config.optim)(param_groups, lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config)) if _scheduled(config) else None
+    return optimizer, scheduler
