@@ -13,6 +13,7 @@ from pathlib import Path
 from ppl_vae.config import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
 from ppl_vae.errors import InputError
 from ppl_vae.report import ReportConfig
+from ppl_vae.tables import table
 
 DEFAULTS_TRAIN = TrainConfig()
 DEFAULTS_EVAL = EvalConfig()
@@ -358,11 +359,10 @@ def print_metrics(metrics: dict) -> None:
         (f"test ELBO ({metrics['elbo_particles']} samples)", metrics["test_elbo"], metrics["test_elbo_se"]),
         (f"test {of} (IWAE, k={metrics['k']})", metrics["test_log_likelihood"], metrics["test_log_likelihood_se"]),
     ]
-    print(f"{'metric':<34} {'nats per example':>17} {'std. error':>10}")
-    for name, value, se in rows:
-        print(f"{name:<34} {value:>17.3f} {se:>10.3f}")
+    cells = [[name, f"{value:.3f}", f"{se:.3f}"] for name, value, se in rows]
     if "train_elbo" in metrics:
-        print(f"{'train ELBO (last epoch)':<34} {metrics['train_elbo']:>17.3f}")
+        cells.append(["train ELBO (last epoch)", f"{metrics['train_elbo']:.3f}", ""])
+    print(table(["metric", "nats per example", "std. error"], cells, style="terminal"))
 
 
 def main(argv: list[str] | None = None) -> int:
