@@ -308,6 +308,15 @@ def _add_compare_kl(commands) -> None:
     kl.add_argument("--hidden", default=None, help="hidden-layer widths of a fresh VAE, comma-separated [128]")
     kl.add_argument("--scale-param", default=None, help="head of a fresh VAE: log_scale | log_var | softplus")
     kl.add_argument("--net", default=None, help="network of a fresh VAE [mlp]")
+    kl.add_argument(
+        "--latent-layers",
+        type=integer_or_text,
+        default=None,
+        help="latent layers of a fresh VAE: 1 (z) or 2 (z2 -> z1 -> x); the classic losses take 1 [1]",
+    )
+    kl.add_argument(
+        "--top-z-dim", type=integer_or_text, default=None, help="dimensions of z2 with --latent-layers 2 [z_dim // 2]"
+    )
     kl.add_argument("--estimators", default=",".join(ESTIMATORS), help="objectives to compare, comma-separated")
     kl.add_argument("--repetitions", type=int, default=lab.repetitions, help="R: evaluations at fixed parameters")
     kl.add_argument("--epochs", type=int, default=lab.epochs, help="E: training epochs per estimator (0: none)")
@@ -336,7 +345,7 @@ def command_compare_kl(args) -> None:
         seed=args.seed,
         device=args.device,
     )
-    options = {"z_dim": args.z_dim, "scale_param": args.scale_param, "net": args.net}
+    options = {name: getattr(args, name) for name in ("z_dim", "scale_param", "net", "latent_layers", "top_z_dim")}
     options["hidden"] = parse_hidden(args.hidden) if args.hidden is not None else None
     vae, data = lab.prepare(
         run_dir=args.run,
