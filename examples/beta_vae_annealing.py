@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 import ppl_vae
+from ppl_vae.tables import table
 
 
 def main(argv=None):
@@ -39,13 +40,17 @@ def main(argv=None):
         )
         metrics[name] = ppl_vae.train_run(config, Path(args.out) / name.replace(" ", "-"), progress=False)
 
-    print(f"{'row':<18} {'final beta_t':>12} {'test ELBO':>16} {'test log p(x)':>16}   (nats per example, +- SE)")
-    for name, m in metrics.items():
-        beta_t = m["history"][-1].get("latent_scale", 1.0)
-        print(
-            f"{name:<18} {beta_t:>12.2f} {m['test_elbo']:>9.2f} +- {m['test_elbo_se']:.2f} "
-            f"{m['test_log_likelihood']:>9.2f} +- {m['test_log_likelihood_se']:.2f}"
-        )
+    rows = [
+        [
+            name,
+            f"{m['history'][-1].get('latent_scale', 1.0):.2f}",
+            f"{m['test_elbo']:.2f} +- {m['test_elbo_se']:.2f}",
+            f"{m['test_log_likelihood']:.2f} +- {m['test_log_likelihood_se']:.2f}",
+        ]
+        for name, m in metrics.items()
+    ]
+    header = ["row", "final beta_t", "test ELBO, nats per example", "test log p(x), nats per example"]
+    print(table(header, rows, style="terminal"))
     return metrics
 
 

@@ -16,6 +16,7 @@ import argparse
 from pathlib import Path
 
 from ppl_vae import EvalConfig, RunConfig, TrainConfig, load_dataset, model_config_for, train_run
+from ppl_vae.tables import table
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict]:
@@ -43,13 +44,16 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         results[guide] = train_run(config, args.out / guide, progress=False)
 
     print(f"digits, epochs {args.epochs}, z_dim {args.z_dim}: test set, nats per example (+- standard error)")
-    print(f"{'guide':<10} {'ELBO':>16} {f'log p(x), IWAE k={args.k}':>22} {'gap':>7}")
-    for guide, metrics in results.items():
-        elbo, log_px = metrics["test_elbo"], metrics["test_log_likelihood"]
-        print(
-            f"{guide:<10} {elbo:>9.2f} +- {metrics['test_elbo_se']:.2f} "
-            f"{log_px:>15.2f} +- {metrics['test_log_likelihood_se']:.2f} {log_px - elbo:>7.2f}"
-        )
+    rows = [
+        [
+            guide,
+            f"{metrics['test_elbo']:.2f} +- {metrics['test_elbo_se']:.2f}",
+            f"{metrics['test_log_likelihood']:.2f} +- {metrics['test_log_likelihood_se']:.2f}",
+            f"{metrics['test_log_likelihood'] - metrics['test_elbo']:.2f}",
+        ]
+        for guide, metrics in results.items()
+    ]
+    print(table(["guide", "ELBO", f"log p(x), IWAE k={args.k}", "gap"], rows, style="terminal"))
     return results
 
 

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 import ppl_vae
+from ppl_vae.tables import table
 
 
 def main(argv=None):
@@ -34,13 +35,16 @@ def main(argv=None):
         )
         metrics[name] = ppl_vae.train_run(config, Path(args.out) / name, progress=False)
 
-    print(f"{'objective':<14} {'test ELBO':>16} {'test log p(x)':>16}   (nats per example, +- std. error)")
-    for name, m in metrics.items():
-        label = f"iwae K={args.num_particles}" if name == "iwae" else "trace (ELBO)"
-        print(
-            f"{label:<14} {m['test_elbo']:>9.2f} +- {m['test_elbo_se']:.2f} "
-            f"{m['test_log_likelihood']:>9.2f} +- {m['test_log_likelihood_se']:.2f}"
-        )
+    rows = [
+        [
+            f"iwae K={args.num_particles}" if name == "iwae" else "trace (ELBO)",
+            f"{m['test_elbo']:.2f} +- {m['test_elbo_se']:.2f}",
+            f"{m['test_log_likelihood']:.2f} +- {m['test_log_likelihood_se']:.2f}",
+        ]
+        for name, m in metrics.items()
+    ]
+    header = ["objective", "test ELBO, nats per example", "test log p(x), nats per example"]
+    print(table(header, rows, style="terminal"))
     gap = metrics["iwae"]["test_log_likelihood"] - metrics["trace"]["test_log_likelihood"]
     print(f"log p(x): iwae - trace = {gap:+.2f} nats per example (k={args.k}, {args.epochs} epochs each)")
     return metrics

@@ -22,6 +22,7 @@ import torch
 from ppl_vae import lab, plots
 from ppl_vae.checkpoint import save_json
 from ppl_vae.heads import HEADS
+from ppl_vae.tables import table
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -44,9 +45,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     save_json(args.out / "heads.json", {"data": data.name, "epochs": args.epochs, "heads": rows})
     plots.plot_heads(rows, args.out / "heads.png", title=f"{data.name}: scale heads from the same start")
 
-    print(f"Test ELBO after {args.epochs} epoch(s), nats per example (higher is better):")
-    for row in rows:
-        print(f"  {row['head']:<10} {row['estimator']:<10} {row['test_elbo_curve'][-1]:9.3f}")
+    cells = [[row["head"], row["estimator"], f"{row['test_elbo_curve'][-1]:.3f}"] for row in rows]
+    header = ["head", "estimator", f"test ELBO after {args.epochs} epoch(s), nats per example"]
+    print(table(header, cells, align="llr", style="terminal"))
     final = {(row["head"], row["estimator"]): row["test_elbo_curve"][-1] for row in rows}
     for estimator in lab.HEAD_ESTIMATORS:
         difference = final[("log_var", estimator)] - final[("log_scale", estimator)]

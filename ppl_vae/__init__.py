@@ -20,7 +20,7 @@ from ppl_vae.inference_gap import InferenceGap, inference_gap
 from ppl_vae.report import ReportConfig, write_report
 from ppl_vae.run import evaluate_run, load, model_config_for, program_spec_for, train_run
 from ppl_vae.train import fit
-from ppl_vae.user_program import UserProgram
+from ppl_vae.user_program import HeadLayer, UserProgram
 from ppl_vae.vae import VAE
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "Diagnostics",
     "Estimate",
     "EvalConfig",
+    "HeadLayer",
     "InferenceGap",
     "InputError",
     "ModelConfig",

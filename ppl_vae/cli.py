@@ -13,6 +13,7 @@ from pathlib import Path
 from ppl_vae.config import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
 from ppl_vae.errors import InputError
 from ppl_vae.report import ReportConfig
+from ppl_vae.tables import table
 
 DEFAULTS_TRAIN = TrainConfig()
 DEFAULTS_EVAL = EvalConfig()
@@ -329,6 +330,15 @@ def _add_compare_kl(commands) -> None:
     kl.add_argument("--hidden", default=None, help="hidden-layer widths of a fresh VAE, comma-separated [128]")
     kl.add_argument("--scale-param", default=None, help="head of a fresh VAE: log_scale | log_var | softplus")
     kl.add_argument("--net", default=None, help="network of a fresh VAE [mlp]")
+    kl.add_argument(
+        "--latent-layers",
+        type=integer_or_text,
+        default=None,
+        help="latent layers of a fresh VAE: 1 (z) or 2 (z2 -> z1 -> x); the classic losses take 1 [1]",
+    )
+    kl.add_argument(
+        "--top-z-dim", type=integer_or_text, default=None, help="dimensions of z2 with --latent-layers 2 [z_dim // 2]"
+    )
     kl.add_argument("--estimators", default=",".join(ESTIMATORS), help="objectives to compare, comma-separated")
     kl.add_argument("--repetitions", type=int, default=lab.repetitions, help="R: evaluations at fixed parameters")
     kl.add_argument("--epochs", type=int, default=lab.epochs, help="E: training epochs per estimator (0: none)")
@@ -357,7 +367,7 @@ def command_compare_kl(args) -> None:
         seed=args.seed,
         device=args.device,
     )
-    options = {"z_dim": args.z_dim, "scale_param": args.scale_param, "net": args.net}
+    options = {name: getattr(args, name) for name in ("z_dim", "scale_param", "net", "latent_layers", "top_z_dim")}
     options["hidden"] = parse_hidden(args.hidden) if args.hidden is not None else None
     vae, data = lab.prepare(
         run_dir=args.run,
@@ -380,11 +390,10 @@ def print_metrics(metrics: dict) -> None:
         (f"test ELBO ({metrics['elbo_particles']} samples)", metrics["test_elbo"], metrics["test_elbo_se"]),
         (f"test {of} (IWAE, k={metrics['k']})", metrics["test_log_likelihood"], metrics["test_log_likelihood_se"]),
     ]
-    print(f"{'metric':<34} {'nats per example':>17} {'std. error':>10}")
-    for name, value, se in rows:
-        print(f"{name:<34} {value:>17.3f} {se:>10.3f}")
+    cells = [[name, f"{value:.3f}", f"{se:.3f}"] for name, value, se in rows]
     if "train_elbo" in metrics:
-        print(f"{'train ELBO (last epoch)':<34} {metrics['train_elbo']:>17.3f}")
+        cells.append(["train ELBO (last epoch)", f"{metrics['train_elbo']:.3f}", ""])
+    print(table(["metric", "nats per example", "std. error"], cells, style="terminal"))
 
 
 def main(argv: list[str] | None = None) -> int:

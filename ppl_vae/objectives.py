@@ -441,11 +441,11 @@ class ReferenceStep:
         if model.num_classes:
             raise InputError(f"--elbo {config.elbo} is the unconditional classic loss: it takes no --conditional")
         classic = (model.guide, model.prior, model.likelihood) == ("diagonal", "normal", "bernoulli")
-        if not classic:
+        if not classic or model.latent_layers != 1:
             raise InputError(
                 f"--elbo {config.elbo} is the hand-written classic loss: it needs --guide diagonal --prior normal "
-                f"--likelihood bernoulli, got --guide {model.guide} --prior {model.prior} "
-                f"--likelihood {model.likelihood}"
+                f"--likelihood bernoulli --latent-layers 1, got --guide {model.guide} --prior {model.prior} "
+                f"--likelihood {model.likelihood} --latent-layers {model.latent_layers}"
             )
         self.vae = vae
         self.elbo_fn = elbo_fn

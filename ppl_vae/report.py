@@ -38,6 +38,7 @@ from ppl_vae.config import require_int
 from ppl_vae.data import Dataset
 from ppl_vae.diagnostics import ACTIVE_UNIT_THRESHOLD, MIN_KHAT_SAMPLES, check_samples, diagnose
 from ppl_vae.errors import InputError
+from ppl_vae.tables import table
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -155,10 +156,15 @@ def _summary_lines(report: dict) -> list[str]:
     return lines
 
 
+def _quantity_table(report: dict, style: str) -> str:
+    """The estimates of :func:`_rows` as a table (:func:`ppl_vae.tables.table` style ``style``)."""
+    rows = [[name, f"{value:.3f}", f"{se:.3f}"] for name, value, se in _rows(report)]
+    return table(["quantity", "nats per example", "std. error"], rows, style=style)
+
+
 def format_table(report: dict) -> str:
     """The compact terminal table, then the k-hat and latent-code lines and the warnings."""
-    lines = [f"{'quantity':<36} {'nats per example':>17} {'std. error':>10}"]
-    lines += [f"{name:<36} {value:>17.3f} {se:>10.3f}" for name, value, se in _rows(report)]
+    lines = [_quantity_table(report, "terminal")]
     lines += _summary_lines(report)
     lines += [f"WARNING: {warning}" for warning in report["warnings"]]
     return "\n".join(lines)
@@ -178,7 +184,7 @@ def _site_table(name: str, site: dict, single: bool) -> list[str]:
     kl_header = "KL(q(z_j given x) vs p(z_j))" if single else "KL term"
     columns = ["dimension", f"{kl_header}, nats per example"] + (["std. error"] if estimated else [])
     columns += ["Var_x E_q[z_j]", "active"]
-    lines += ["", "| " + " | ".join(columns) + " |", "|" + "---:|" * (len(columns) - 1) + ":---:|"]
+    rows = []
     activity = site["activity"]
     units = len(site["kl_per_dim"]) if activity is None else len(activity)
     for index in range(units):
@@ -192,8 +198,8 @@ def _site_table(name: str, site: dict, single: bool) -> list[str]:
             used = ["", ""]
         else:
             used = [f"{activity[index]:.4f}", "yes" if activity[index] > ACTIVE_UNIT_THRESHOLD else "no"]
-        lines.append("| " + " | ".join([str(index), *kl, *used]) + " |")
-    return lines
+        rows.append([str(index), *kl, *used])
+    return [*lines, "", table(columns, rows, align="r" * (len(columns) - 1) + "c")]
 
 
 def format_markdown(report: dict, figures: list[Path], data_name: str) -> str:
@@ -208,8 +214,7 @@ def format_markdown(report: dict, figures: list[Path], data_name: str) -> str:
     lines += [f"> **Warning:** {warning}" for warning in report["warnings"]]
     if report["warnings"]:
         lines.append("")
-    lines += ["| quantity | nats per example | std. error |", "|---|---:|---:|"]
-    lines += [f"| {name} | {value:.3f} | {se:.3f} |" for name, value, se in _rows(report)]
+    lines.append(_quantity_table(report, "markdown"))
     lines += [""] + [f"- {line}" for line in _summary_lines(report)]
     if "amortization_gap" in report:
         lines.append(

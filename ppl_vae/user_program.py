@@ -75,11 +75,49 @@ from torch import nn
 from ppl_vae.config import ProgramSpec, TrainConfig
 from ppl_vae.errors import InputError
 from ppl_vae.evaluate import observed_test_set
+from ppl_vae.heads import HEADS
 from ppl_vae.train import fit
 
 if TYPE_CHECKING:
     from ppl_vae.data import Dataset
     from ppl_vae.vae import VAE
+
+
+@dataclass(frozen=True)
+class HeadLayer:
+    """Where a program's Normal guide computes its standard deviation, for the heads study
+    (``ppl-vae compare-kl --heads``, :mod:`ppl_vae.lab.heads_study`).
+
+    The guide computes ``scale = HEADS[head].scale(h)`` (:mod:`ppl_vae.heads`), ``h`` being the rows
+    ``rows[0]:rows[1]`` of the output of the ``nn.Linear`` called ``layer`` in the program's modules. The study
+    rebuilds the program once per head with ``rebuild(head)``, loads the original weights into it and rewrites those
+    rows so that every head starts from the same q(z | x). The pattern for a run folder: ``build(spec)`` reads its head
+    from ``spec.args["scale_param"]`` and passes ``rebuild=lambda head: build(dataclasses.replace(spec,
+    args={**spec.args, "scale_param": head}))`` (``tests/user_programs.py``: ``build_vae``).
+
+    Attributes:
+        head: the head this program uses, a name in ``ppl_vae.heads.HEADS`` (``log_scale``, ``log_var``, ``softplus``).
+        layer: the dotted name of that ``nn.Linear`` in :attr:`UserProgram.modules` (``modules.get_submodule``), e.g.
+            ``"encoder.2"``.
+        rows: ``(start, stop)``: the rows of the layer's output that are ``h``, e.g. ``(z_dim, 2 * z_dim)``.
+        rebuild: ``head -> UserProgram``: the same program (the same modules under the same names) with ``head``
+            (the built-in VAE's, which :func:`ppl_vae.lab.head_layer` makes from its config, returns a ``VAE``).
+    """
+
+    head: str
+    layer: str
+    rows: tuple[int, int]
+    rebuild: Callable[[str], UserProgram]
+
+    def __post_init__(self):
+        if self.head not in HEADS:
+            raise InputError(f"HeadLayer: head {self.head!r} is not a scale head: expected one of {sorted(HEADS)}")
+        rows = tuple(self.rows)
+        if len(rows) != 2 or not all(isinstance(row, int) for row in rows) or not 0 <= rows[0] < rows[1]:
+            raise InputError(f"HeadLayer: rows must be (start, stop) with 0 <= start < stop, got {self.rows!r}")
+        object.__setattr__(self, "rows", rows)
+        if not callable(self.rebuild):
+            raise InputError(f"HeadLayer: rebuild must be a callable head -> UserProgram, got {self.rebuild!r}")
 
 
 @dataclass(frozen=True)
@@ -99,6 +137,8 @@ class UserProgram:
         reconstruct: optional ``reconstruct(x[, y]) -> (B, D)``, pixel means in [0, 1] (``reconstructions.png``).
         sample: optional ``sample(n[, y]) -> (n, D)``, pixel means of p(x | z) for ``z`` from the prior, ``y`` ``(n,)``
             classes when ``labels`` (``samples.png``).
+        scale_head: optional :class:`HeadLayer`: where the Normal guide's scale head sits and how to rebuild the
+            program with another head (the KL lab's heads study, ``--heads``).
     """
 
     model: Callable
@@ -109,6 +149,7 @@ class UserProgram:
     encode: Callable | None = None
     reconstruct: Callable | None = None
     sample: Callable | None = None
+    scale_head: HeadLayer | None = None
 
     def __post_init__(self):
         for name in ("model", "guide"):
@@ -131,6 +172,8 @@ class UserProgram:
         for name in ("encode", "reconstruct", "sample"):
             if getattr(self, name) is not None and not callable(getattr(self, name)):
                 raise InputError(f"UserProgram: {name} must be a callable or None, got {getattr(self, name)!r}")
+        if self.scale_head is not None and not isinstance(self.scale_head, HeadLayer):
+            raise InputError(f"UserProgram: scale_head must be a HeadLayer or None, got {self.scale_head!r}")
 
     @property
     def device(self) -> torch.device:

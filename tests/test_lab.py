@@ -1,5 +1,6 @@
 """The KL lab: closed-form detection, measurements at fixed parameters, head alignment, the report and the CLI."""
 
+import dataclasses
 import json
 
 import pyro
@@ -82,6 +83,53 @@ def test_meanfield_silently_falls_back_to_monte_carlo_and_the_lab_says_so(digits
     assert abs(loss(TraceMeanField_ELBO(), vae.guide) - loss(Trace_ELBO(), vae.guide)) > 1e-3
 
 
+def nested_programs(guide_reads_z: bool):
+    """A global-free program with two latent sites, extra arguments and a plate nested in the data plate: z (B, 2)
+    and u (B, 4) in a per-pixel plate, x masked by ``seen``; the guide's u reads z when ``guide_reads_z``."""
+
+    def model(x, seen):
+        with pyro.plate("data", x.shape[0], dim=-2):
+            z = pyro.sample("z", dist.Normal(torch.zeros(1, 2), 1.0).to_event(1))
+            with pyro.plate("pixels", 4, dim=-1):
+                u = pyro.sample("u", dist.Normal(z.sum(-1), 1.0))
+                with pyro.poutine.mask(mask=seen):
+                    pyro.sample("x", dist.Normal(u, 0.5), obs=x)
+
+    def guide(x, seen):
+        with pyro.plate("data", x.shape[0], dim=-2):
+            z = pyro.sample("z", dist.Normal(0.3 * x[:, None, :2], 0.8).to_event(1))
+            with pyro.plate("pixels", 4, dim=-1):
+                loc = 0.7 * x + (z.sum(-1) if guide_reads_z else 0.0)
+                pyro.sample("u", dist.Normal(loc, 0.6))
+
+    return model, guide
+
+
+def test_meanfield_check_reads_any_program_with_extra_arguments_and_nested_plates():
+    x = torch.randn(5, 4)
+    seen = torch.rand(5, 4) > 0.3
+    state = torch.get_rng_state()
+    check = lab.meanfield_check(*nested_programs(guide_reads_z=False), x, seen)
+    assert torch.equal(torch.get_rng_state(), state)  # looking at the programs draws nothing from the caller's RNG
+    assert check == lab.MeanfieldCheck(closed_form={"z": True, "u": True}, dependent={})
+    assert check.problem is None
+    # p(u | z) depends on z, which a mean-field guide integrates correctly; q(u | z) does not
+    dependent = lab.meanfield_check(*nested_programs(guide_reads_z=True), x, seen)
+    assert dependent.dependent == {"u": ("z",)}
+    assert lab.analytic_kl_sites(*nested_programs(guide_reads_z=True), x, seen) == {"z": True, "u": True}
+    assert dependent.problem.startswith("meanfield is biased here: q(u | ...) depends on other latent sites")
+
+
+def test_meanfield_is_described_as_biased_on_the_two_layer_vae(digits):
+    vae = small_vae(digits, latent_layers=2)
+    x = observed_test_set(digits.x_test[:16], binary=True)
+    check = lab.meanfield_check(vae.model, vae.guide, x)
+    assert check.closed_form == {"z1": True, "z2": True} and check.dependent == {"z2": ("z1",)}
+    assert "meanfield is biased here: q(z2 | ...) depends on other latent sites (drawn before it: z1)" in check.problem
+    note = lab.describe_meanfield({"z1": True, "z2": False}, {"z2": ("z1",)})
+    assert "biased" in note and "no closed-form KL at z2" in note
+
+
 def test_fixed_noise_refuses_a_guide_that_is_not_normal(digits):
     vae = small_vae(digits)
     x = observed_test_set(digits.x_test[:4], binary=True)
@@ -108,6 +156,51 @@ def test_measure_estimator_leaves_the_weights_and_ranks_the_variances(digits):
     difference = trace["elbo_mean"] - meanfield["elbo_mean"]
     assert abs(difference) < 3 * (trace["elbo_se"] ** 2 + meanfield["elbo_se"] ** 2) ** 0.5
     assert all(row["ms_per_step"] > 0 for row in measured.values())
+
+
+def test_labels_reach_the_estimators_exactly(digits):
+    vae = small_vae(digits, conditional=True, z_dim=2, hidden=(16,))
+    x = observed_test_set(digits.x_test[:32], binary=True)
+    y = digits.y_test[:32]
+    settings = lab.LabConfig(repetitions=3, epochs=0)
+    measured = lab.measure_estimator(vae, "trace", x, settings, y)
+    seed_everything(settings.seed)
+    elbo = Trace_ELBO(num_particles=1, vectorize_particles=True, max_plate_nesting=1)
+    expected = [-elbo.loss(vae.model, vae.guide, x, y) / 32 for _ in range(3)]
+    assert measured["elbo_mean"] == pytest.approx(sum(expected) / 3, rel=1e-6)
+
+
+def test_compare_kl_trains_a_conditional_vae_with_its_labels(digits):
+    vae = small_vae(digits, conditional=True, z_dim=2, hidden=(16,))
+    settings = lab.LabConfig(estimators=("trace", "meanfield"), repetitions=3, epochs=1, batch_size=128)
+    result = lab.compare_kl(vae, digits, settings, progress=False)
+    assert result["fixed_minibatch"] == "the first 128 test images and their labels"
+    assert [row["name"] for row in result["estimators"]] == ["trace", "meanfield"] and result["skipped"] == {}
+    assert all(-100 < row["test_elbo_curve"][0] < 0 for row in result["estimators"])
+    unlabelled = dataclasses.replace(digits, y_train=None, y_test=None)
+    with pytest.raises(InputError, match="has no labels: this model takes labels y"):
+        lab.compare_kl(vae, unlabelled, settings, progress=False)
+
+
+def test_compare_kl_on_the_two_layer_vae_measures_trace_and_describes_meanfield(digits, capsys):
+    vae = small_vae(digits, latent_layers=2, z_dim=2, hidden=(16,))
+    settings = lab.LabConfig(estimators=("trace", "meanfield"), repetitions=3, epochs=1, batch_size=128)
+    result = lab.compare_kl(vae, digits, settings, progress=False)
+    (row,) = result["estimators"]
+    assert row["name"] == "trace" and len(row["test_elbo_curve"]) == 1
+    assert result["parameter_groups"] == ["encoder", "decoder", "prior_z1", "guide_z2"]
+    assert all(0 < row[f"grad_var_{group}"] < float("inf") for group in result["parameter_groups"])
+    assert result["meanfield_dependent"] == {"z2": ("z1",)} and "biased" in result["skipped"]["meanfield"]
+    text = lab.format_report(result)
+    assert "meanfield is biased here" in text and "Left out of the table for that reason: meanfield." in text
+    # the classic losses are of the one-latent VAE: one line, before anything is measured
+    for name in ("reference-mc", "reference-analytic", "stl"):
+        classic = lab.LabConfig(estimators=("trace", name), repetitions=2, epochs=0)
+        with pytest.raises(InputError, match=f"--elbo {name} is the hand-written classic loss: .*--latent-layers 1"):
+            lab.compare_kl(vae, digits, classic)
+        assert capsys.readouterr().out == ""
+    with pytest.raises(InputError, match="--latent-layers 2 the head also parameterizes p\\(z1 \\| z2\\)"):
+        lab.compare_heads(vae, digits, settings, progress=False)
 
 
 def test_lab_config_rejects_bad_values():

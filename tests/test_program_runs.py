@@ -5,9 +5,11 @@ The programs are in ``tests/user_programs.py``: ``build_vae`` (a VAE with the si
 "examples", one module) and ``build_two_level`` (latent sites z1 and z2, four modules in a dict).
 """
 
+import dataclasses
 import json
 import re
 
+import pyro
 import pytest
 import torch
 
@@ -18,6 +20,7 @@ from ppl_vae.cli import main
 from ppl_vae.config import ProgramSpec
 from ppl_vae.errors import InputError
 from ppl_vae.evaluate import elbo, observed_test_set
+from ppl_vae.heads import HEADS
 from ppl_vae.train import seed_everything
 from ppl_vae.user_program import build_program, parse_program_args
 
@@ -143,7 +146,7 @@ def test_two_latent_sites_train_evaluate_and_run_in_the_kl_lab(two_level_run, tm
     result = json.loads((tmp_path / "lab" / "compare_kl.json").read_text())
     groups = ["p_z1", "p_x", "q_z1", "q_z2"]
     assert result["model"] is None and result["parameter_groups"] == groups
-    assert set(result["meanfield_kl"]) == {"z1", "z2"}
+    assert set(result["meanfield_kl"]) == {"z1", "z2"} and result["meanfield_dependent"] == {"z2": ["z1"]}
     (row,) = result["estimators"]
     assert all(0 < row[f"grad_var_{group}"] < float("inf") for group in groups)
     assert (
@@ -168,8 +171,52 @@ def test_compare_kl_trains_a_program_in_place_and_restores_its_weights(vae_run, 
     # training moved the weights (a stale parameter store would leave them frozen): the test ELBO rose
     start = elbo(program.model, program.guide, x, num_particles=10)
     assert trace["test_elbo_curve"][0] > start.mean + 3 * start.se
-    with pytest.raises(InputError, match="--heads rebuilds the built-in VAE"):
-        lab.compare_kl(program, data, settings, heads=True, progress=False)
+
+
+def test_the_heads_study_rebuilds_a_program_with_each_head_from_the_same_q(vae_run, digits, tmp_path):
+    program, data = lab.prepare(run_dir=vae_run[0], trust_program=True)
+    x = observed_test_set(digits.x_test[:20], binary=True)
+    state = program.modules.state_dict()
+
+    def q_code(candidate):
+        pyro.clear_param_store()  # every rebuilt program registers the same pyro.module names
+        guide_trace = pyro.poutine.trace(candidate.guide).get_trace(x)
+        normal = guide_trace.nodes["code"]["fn"].base_dist
+        return normal.loc, normal.scale
+
+    aligned = {}
+    for head in HEADS:
+        student = program.scale_head.rebuild(head)
+        assert student.scale_head.head == head
+        student.modules.load_state_dict(state)
+        lab.start_heads_alike(student, "log_scale")
+        aligned[head] = q_code(student)
+    for head in ("log_var", "softplus"):
+        torch.testing.assert_close(aligned[head][0], aligned["log_scale"][0], rtol=0, atol=0)
+        torch.testing.assert_close(aligned[head][1], aligned["log_scale"][1], rtol=1e-5, atol=1e-7)
+    assert not torch.allclose(aligned["log_scale"][1], q_code(program)[1])  # the start is h constant in x
+
+    argv = ["compare-kl", "--run", str(vae_run[0]), "--trust-program", "--heads", "--estimators", "trace"]
+    assert main([*argv, "--repetitions", "2", "--epochs", "1", "--batch-size", "128", "--out", str(tmp_path)]) == 0
+    heads = json.loads((tmp_path / "compare_kl.json").read_text())["heads"]
+    assert {(row["head"], row["estimator"]) for row in heads} == {
+        (head, estimator) for head in HEADS for estimator in ("trace", "meanfield")
+    }
+    assert all(len(row["test_elbo_curve"]) == 1 and -100 < row["test_elbo_curve"][0] < 0 for row in heads)
+    assert (tmp_path / "compare_kl_heads.png").stat().st_size > 0
+
+
+def test_the_heads_study_names_what_a_program_lacks(two_level_run, vae_run, digits):
+    two_level, data = lab.prepare(run_dir=two_level_run, trust_program=True)
+    settings = lab.LabConfig(estimators=("trace",), repetitions=2, epochs=1, batch_size=128)
+    with pytest.raises(InputError, match=r"its UserProgram needs scale_head=HeadLayer\(head, layer, rows, rebuild\)"):
+        lab.compare_kl(two_level, data, settings, heads=True, progress=False)
+    program, _ = lab.prepare(run_dir=vae_run[0], trust_program=True)
+    misplaced = dataclasses.replace(program.scale_head, layer="decoder.9")
+    with pytest.raises(InputError, match="HeadLayer: the modules have no submodule 'decoder.9'"):
+        lab.start_heads_alike(dataclasses.replace(program, scale_head=misplaced), "log_scale")
+    with pytest.raises(InputError, match="HeadLayer: head 'log_sigma' is not a scale head"):
+        ppl_vae.HeadLayer("log_sigma", "encoder.2", (2, 4), print)
 
 
 @pytest.mark.parametrize(

@@ -4,12 +4,15 @@
 ``spec`` and reads its options from ``spec.args``, refusing options it does not know.
 """
 
+import dataclasses
+
 import pyro
 import pyro.distributions as dist
 import torch
 from torch import nn
 
-from ppl_vae import UserProgram
+from ppl_vae import HeadLayer, UserProgram
+from ppl_vae.heads import HEADS
 
 
 def _options(spec, defaults: dict) -> dict:
@@ -33,10 +36,12 @@ class Networks(nn.Module):
 
 def build_vae(spec):
     """A Bernoulli VAE under other names than the built-in one: latent "code", observed "pixels", plate "examples";
-    it offers ``reconstruct`` and ``sample`` (not ``encode``)."""
-    options = _options(spec, {"z_dim": 2, "hidden": 16})
+    it offers ``reconstruct`` and ``sample`` (not ``encode``), and its scale head (``scale_param``, ``log_scale`` by
+    default) for the KL lab's heads study."""
+    options = _options(spec, {"z_dim": 2, "hidden": 16, "scale_param": "log_scale"})
     z_dim = options["z_dim"]
     nets = Networks(spec.x_dim, z_dim, options["hidden"])
+    head = HEADS.get(options["scale_param"])
 
     def model(x):
         pyro.module("decoder", nets.decoder)
@@ -46,9 +51,9 @@ def build_vae(spec):
 
     def guide(x):
         pyro.module("encoder", nets.encoder)
-        loc, log_scale = nets.encoder(x).split(z_dim, dim=-1)
+        loc, h = nets.encoder(x).split(z_dim, dim=-1)
         with pyro.plate("examples", x.shape[0]):
-            pyro.sample("code", dist.Normal(loc, log_scale.exp()).to_event(1))
+            pyro.sample("code", dist.Normal(loc, head.scale(h)).to_event(1))
 
     def reconstruct(x):
         loc, _ = nets.encoder(x).split(z_dim, dim=-1)
@@ -57,7 +62,11 @@ def build_vae(spec):
     def sample(num_samples):
         return torch.sigmoid(nets.decoder(torch.randn(num_samples, z_dim)))
 
-    return UserProgram(model, guide, nets, binary=True, reconstruct=reconstruct, sample=sample)
+    def rebuild(other_head):
+        return build_vae(dataclasses.replace(spec, args={**spec.args, "scale_param": other_head}))
+
+    scale_head = HeadLayer(head.name, "encoder.2", (z_dim, 2 * z_dim), rebuild)
+    return UserProgram(model, guide, nets, binary=True, reconstruct=reconstruct, sample=sample, scale_head=scale_head)
 
 
 def build_two_level(spec):
