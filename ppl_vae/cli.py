@@ -226,9 +226,11 @@ def _add_part_flags(parser: argparse.ArgumentParser) -> None:
 
 def _config_from_args(args) -> RunConfig:
     from ppl_vae.data import load_dataset
+    from ppl_vae.parts import check_model, check_train
     from ppl_vae.run import model_config_for, program_spec_for
     from ppl_vae.user_program import parse_program_args
 
+    # the parts a flag names are checked as soon as their config exists: training's before the data set loads
     train = TrainConfig(
         epochs=DEFAULTS_TRAIN.epochs if args.epochs is None else args.epochs,
         batch_size=args.batch_size,
@@ -245,6 +247,7 @@ def _config_from_args(args) -> RunConfig:
         device=args.device or "cpu",
         eval_every=args.eval_every,
     )
+    check_train(train)
     evaluation = EvalConfig(k=args.k, num_particles=args.eval_particles)
     options = {name: getattr(args, name) for name in MODEL_FIELDS if getattr(args, name) is not None}
     if args.program is not None:
@@ -264,7 +267,7 @@ def _config_from_args(args) -> RunConfig:
     if args.program is not None:
         spec = program_spec_for(data, args.program, program_args)
         return RunConfig(program=spec, data=data_config, train=train, evaluation=evaluation)
-    model = model_config_for(data, conditional=args.conditional, **options)
+    model = check_model(model_config_for(data, conditional=args.conditional, **options))
     return RunConfig(model=model, data=data_config, train=train, evaluation=evaluation)
 
 

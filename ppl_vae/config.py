@@ -4,8 +4,14 @@ A run is ``RunConfig(model, data, train, evaluation, program)`` with exactly one
 :class:`ModelConfig`) and ``program`` (a :class:`ProgramSpec`: the import path of a user's ``build`` function, its
 arguments and the data's size; see :mod:`ppl_vae.user_program`). ``config.json`` holds every section; the one not in use
 is ``null``. A ``config.json`` written before programs existed has no ``program`` key and loads as a built-in run.
-Every value is checked in ``__post_init__``, so a bad flag or a hand-edited ``config.json`` fails at once with an
-:class:`~ppl_vae.errors.InputError` naming the value.
+
+This module is a plain schema: ``__post_init__`` checks the type and range of every field (integers >= 1, finite
+positive numbers, no booleans where numbers are expected, strings where names are expected) and imports no part. The
+names of parts (``--guide iaf``, ``--elbo iwae``, ...) and what each part requires of the rest of the configuration
+(``iaf`` needs ``z_dim >= 2``) are checked where the parts live, by :func:`ppl_vae.parts.check_run`, at the boundary
+where a configuration is turned into things: the VAE, the training step, a stored ``config.json``, the command line.
+Either way a bad flag or a hand-edited ``config.json`` fails at once with an :class:`~ppl_vae.errors.InputError`
+naming the value.
 
 Example::
 
@@ -39,19 +45,29 @@ def require_int(value: Any, flag: str, least: int = 1) -> None:
     )
 
 
+def require_positive(value: Any, flag: str) -> None:
+    """``value`` must be a finite number > 0 (not a bool); the message names ``flag``."""
+    require(_is_number(value) and 0 < value < math.inf, f"{flag} must be a positive number, got {value!r}")
+
+
+def require_name(value: Any, flag: str) -> None:
+    """``value`` must be a string: a part's name (whether a part has that name is for its registry to say, see
+    :mod:`ppl_vae.parts`)."""
+    require(isinstance(value, str), f"{flag} must be a name (a string), got {value!r}")
+
+
 def require_image_shape(x_dim: int, image_shape: tuple) -> None:
-    """``image_shape`` must be ``(C, H, W)`` with ``C * H * W == x_dim``."""
+    """``image_shape`` must be ``(C, H, W)``, integers >= 1, with ``C * H * W == x_dim``."""
     require(
-        len(image_shape) == 3 and math.prod(image_shape) == x_dim,
-        f"image_shape {image_shape} must be (C, H, W) with C*H*W == x_dim == {x_dim}",
+        len(image_shape) == 3
+        and all(isinstance(side, int) and not isinstance(side, bool) and side >= 1 for side in image_shape)
+        and math.prod(image_shape) == x_dim,
+        f"image_shape {image_shape} must be (C, H, W), integers >= 1 with C*H*W == x_dim == {x_dim}",
     )
 
 
-def require_registered(registry, value: str, flag: str) -> None:
-    """``value`` must be a name in ``registry``; the message lists the names that are."""
-    require(
-        value in registry, f"{flag}: unknown {registry.what} {value!r}: expected one of {', '.join(sorted(registry))}"
-    )
+def _sequence(value: Any) -> bool:
+    return isinstance(value, (list, tuple))
 
 
 @dataclass(frozen=True)
@@ -64,6 +80,13 @@ class DataConfig:
     name: str = "digits"
     root: str | None = None
     download: bool = False
+
+    def __post_init__(self):
+        require_name(self.name, "--data")
+        require(
+            self.root is None or isinstance(self.root, str), f"--data-root must be a folder path, got {self.root!r}"
+        )
+        require(isinstance(self.download, bool), f"data download must be true or false, got {self.download!r}")
 
 
 @dataclass(frozen=True)
@@ -116,55 +139,43 @@ class ModelConfig:
         return self.top_z_dim if self.top_z_dim is not None else max(1, self.z_dim // 2)
 
     def __post_init__(self):
-        from ppl_vae.guides import GUIDES
-        from ppl_vae.heads import HEADS
-        from ppl_vae.likelihoods import LIKELIHOODS, MIN_PIXEL_SCALE
-        from ppl_vae.nets import NETS
-        from ppl_vae.priors import PRIORS
-
+        require(_sequence(self.image_shape), f"image_shape must be (C, H, W), got {self.image_shape!r}")
+        require(
+            _sequence(self.hidden) and len(self.hidden) >= 1,
+            "--hidden must list at least one layer width, e.g. --hidden 128 or 256,128",
+        )
         object.__setattr__(self, "image_shape", tuple(self.image_shape))
         object.__setattr__(self, "hidden", tuple(self.hidden))
         require_int(self.x_dim, "x_dim")
         require_int(self.z_dim, "--z-dim")
-        require(len(self.hidden) >= 1, "--hidden must list at least one layer width, e.g. --hidden 128 or 256,128")
         for width in self.hidden:
             require_int(width, "--hidden widths")
         require_image_shape(self.x_dim, self.image_shape)
-        require_registered(LIKELIHOODS, self.likelihood, "--likelihood")
-        require_registered(PRIORS, self.prior, "--prior")
-        require_registered(GUIDES, self.guide, "--guide")
-        require_registered(HEADS, self.scale_param, "--scale-param")
-        require_registered(NETS, self.net, "--net")
-        require(
-            isinstance(self.pixel_scale, (int, float)) and MIN_PIXEL_SCALE < self.pixel_scale < float("inf"),
-            f"--pixel-scale must be a number > {MIN_PIXEL_SCALE}, got {self.pixel_scale!r}",
-        )
+        for name, flag in PART_NAME_FLAGS.items():
+            require_name(getattr(self, name), flag)
+        require_positive(self.pixel_scale, "--pixel-scale")
         require_int(self.prior_components, "--prior-components")
         require_int(self.rank, "--rank")
         require_int(self.flow_layers, "--flow-layers")
-        require(
-            self.guide != "iaf" or self.z_dim >= 2,
-            f"--guide iaf needs --z-dim >= 2 (an autoregressive flow over one dimension is affine), got {self.z_dim}",
-        )
         require_int(self.num_classes, "num_classes (0: not conditional)", least=0)
-        require(
-            self.num_classes == 0 or self.prior != "vamp",
-            "--conditional with --prior vamp: the VampPrior's pseudo-inputs carry no label; use --prior normal or mog",
-        )
-        require(
-            self.num_classes == 0 or self.net == "mlp",
-            f"--conditional concatenates one-hot labels to flat inputs: it needs --net mlp, got --net {self.net}",
-        )
         _check_latent_layers(self)
 
+
+PART_NAME_FLAGS = {
+    "likelihood": "--likelihood",
+    "prior": "--prior",
+    "guide": "--guide",
+    "scale_param": "--scale-param",
+    "net": "--net",
+}
+"""The :class:`ModelConfig` fields that name a part, with their flags."""
 
 MAX_LATENT_LAYERS = 2
 """The built-in VAE has one latent layer ``"z"`` or two, ``"z2" -> "z1"`` (deeper models: write your own program)."""
 
 
 def _check_latent_layers(config: ModelConfig) -> None:
-    """``latent_layers`` in ``1..MAX_LATENT_LAYERS``; ``top_z_dim`` only with two layers, within ``1..z_dim``; the
-    VampPrior (a mixture of the guide q(z | u_k) at its pseudo-inputs) has no counterpart for the top layer."""
+    """``latent_layers`` in ``1..MAX_LATENT_LAYERS``; ``top_z_dim`` only with two layers, within ``1..z_dim``."""
     layers = config.latent_layers
     require(
         isinstance(layers, int) and not isinstance(layers, bool) and 1 <= layers <= MAX_LATENT_LAYERS,
@@ -178,11 +189,6 @@ def _check_latent_layers(config: ModelConfig) -> None:
             and 1 <= config.top_z_dim <= config.z_dim,
             f"--top-z-dim must be an integer from 1 to --z-dim {config.z_dim}, got {config.top_z_dim!r}",
         )
-    require(
-        layers == 1 or config.prior != "vamp",
-        "--latent-layers 2 with --prior vamp: the VampPrior is the guide q(z | u_k) at pseudo-inputs, which has no "
-        "form for the top layer z2; use --prior normal or mog (the prior of z2)",
-    )
 
 
 @dataclass(frozen=True)
@@ -236,9 +242,6 @@ class TrainConfig:
     lr_factors: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self):
-        from ppl_vae.objectives import ANNEALING, OBJECTIVES
-        from ppl_vae.optim import LR_SCHEDULES, OPTIMIZERS
-
         require_int(self.epochs, "--epochs")
         require_int(self.batch_size, "--batch-size")
         require_int(self.num_particles, "--num-particles")
@@ -248,23 +251,13 @@ class TrainConfig:
             isinstance(self.seed, int) and not isinstance(self.seed, bool),
             f"--seed must be an integer, got {self.seed!r}",
         )
-        require(_is_number(self.lr) and 0 < self.lr < math.inf, f"--lr must be a positive number, got {self.lr!r}")
-        require_registered(OBJECTIVES, self.elbo, "--elbo")
-        require(
-            _is_number(self.beta) and 0 < self.beta < math.inf,
-            f"--beta must be a positive number, got {self.beta!r}",
-        )
-        require_registered(ANNEALING, self.anneal, "--anneal")
+        require_positive(self.lr, "--lr")
+        for name, flag in TRAIN_PART_NAME_FLAGS.items():
+            require_name(getattr(self, name), flag)
+        require_positive(self.beta, "--beta")
         require_int(self.anneal_epochs, "--anneal-epochs")
-        require(
-            self.elbo != "iwae" or (self.beta == 1 and self.anneal == "none"),
-            f"--elbo iwae cannot take --beta {self.beta} --anneal {self.anneal}: RenyiELBO would scale the latent site "
-            "inside its logsumexp, which is not the beta-VAE objective; use --elbo trace, meanfield or jit",
-        )
         _check_device(self.device)
         object.__setattr__(self, "latent_sites", _site_names(self.latent_sites))
-        require_registered(OPTIMIZERS, self.optim, "--optim")
-        require_registered(LR_SCHEDULES, self.lr_schedule, "--lr-schedule")
         require(
             _is_number(self.lr_decay) and 0 < self.lr_decay <= 1,
             f"--lr-decay must be a number in (0, 1], got {self.lr_decay!r}",
@@ -272,6 +265,10 @@ class TrainConfig:
         if self.lr_horizon is not None:
             require_int(self.lr_horizon, "lr_horizon (optimizer steps of the schedule)")
         object.__setattr__(self, "lr_factors", _lr_factors(self.lr_factors))
+
+
+TRAIN_PART_NAME_FLAGS = {"elbo": "--elbo", "anneal": "--anneal", "optim": "--optim", "lr_schedule": "--lr-schedule"}
+"""The :class:`TrainConfig` fields that name a part (an objective, a schedule, an optimizer), with their flags."""
 
 
 def _is_number(value: Any) -> bool:
@@ -301,10 +298,7 @@ def _lr_factors(value: Any) -> tuple[tuple[str, float], ...]:
     )
     for prefix, factor in pairs:
         require(isinstance(prefix, str) and prefix, f"lr_factors: a prefix must be a non-empty string, got {prefix!r}")
-        require(
-            _is_number(factor) and 0 < factor < math.inf,
-            f"lr_factors[{prefix!r}] must be a positive number, got {factor!r}",
-        )
+        require_positive(factor, f"lr_factors[{prefix!r}]")
     prefixes = [prefix for prefix, _ in pairs]
     require(len(set(prefixes)) == len(prefixes), f"lr_factors names a prefix twice: {prefixes}")
     return tuple((prefix, float(factor)) for prefix, factor in pairs)
@@ -428,6 +422,7 @@ def _from_dict(kind, values: Any, section: str):
 def _check_device(device: str) -> None:
     import torch
 
+    require(isinstance(device, str), f"--device must be a torch device name, e.g. cpu or cuda:0, got {device!r}")
     try:
         torch.device(device)
     except (RuntimeError, TypeError):

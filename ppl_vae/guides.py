@@ -13,6 +13,9 @@ name (``--guide``)    q(z | x)
 ``iaf``               the diagonal Normal pushed through ``flow_layers`` inverse autoregressive flows
 ====================  ==================================================================================
 
+A guide states what it requires of the configuration (``requires(config)``, checked by :mod:`ppl_vae.parts`):
+``iaf`` needs ``z_dim >= 2``.
+
 Every guide has ``loc_and_scale(x)``: the location and the per-dimension standard deviation of its Gaussian (for
 ``iaf`` those of the base Normal, before the flow), which is what ``VAE.encode`` returns.
 
@@ -36,6 +39,7 @@ from pyro.distributions.transforms import AffineAutoregressive
 from pyro.nn import AutoRegressiveNN
 from torch import nn
 
+from ppl_vae.errors import InputError
 from ppl_vae.heads import HEADS
 from ppl_vae.nets import NETS
 from ppl_vae.registry import Registry
@@ -125,7 +129,17 @@ class IAFGuide(nn.Module):
     ``ConditionalAutoRegressiveNN`` expands its context to the input's batch shape, which a ``(K,)`` context cannot
     follow). Consecutive layers reverse the autoregressive order, so every dimension can depend on every other.
     Each MADE has one hidden layer of ``3 z_dim + 1`` units (Pyro's default).
+
+    Requires ``z_dim >= 2``: over one dimension an autoregressive flow has nothing to condition on, and is affine.
     """
+
+    @classmethod
+    def requires(cls, config: ModelConfig) -> None:
+        if config.z_dim < 2:
+            raise InputError(
+                "--guide iaf needs --z-dim >= 2 (an autoregressive flow over one dimension is affine), "
+                f"got {config.z_dim}"
+            )
 
     def __init__(self, config: ModelConfig):
         super().__init__()

@@ -13,6 +13,9 @@ name (``--likelihood``)    p(x_d | z), independently per pixel                  
 ``laplace``                ``Laplace(loc_d, pixel_scale)``: fixed scale                 no          decoder only
 =========================  ===========================================================  ==========  ===============
 
+A likelihood states what it requires of the configuration (``requires(config)``, checked by :mod:`ppl_vae.parts`):
+those with a pixel scale (``gaussian``, ``laplace``, ``gaussian-learned``) need ``pixel_scale > MIN_PIXEL_SCALE``.
+
 The continuous likelihoods are densities over grey levels, so their log p(x) is in nats per example of a density
 on [0, 1]^D (or R^D): it is not comparable with a Bernoulli log-probability of binarized images. With a fixed
 ``pixel_scale`` the Gaussian's log-likelihood is ``-||x - loc||^2 / (2 pixel_scale^2)`` plus a constant (the squared
@@ -34,6 +37,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from ppl_vae.errors import InputError
 from ppl_vae.registry import Registry
 
 if TYPE_CHECKING:
@@ -97,11 +101,19 @@ class ContinuousBernoulliLikelihood(Likelihood):
 
 
 class _LocationScaleLikelihood(Likelihood):
-    """``x_d ~ family(loc_d, scale_d)`` with ``loc`` from the decoder; the subclass says where ``scale`` comes from."""
+    """``x_d ~ family(loc_d, scale_d)`` with ``loc`` from the decoder; the subclass says where ``scale`` comes from.
+
+    Requires ``pixel_scale > MIN_PIXEL_SCALE`` (the fixed scale, or the learned one's start above its floor).
+    """
 
     binary = False
     outputs_per_pixel = 1
     family: type[dist.TorchDistribution]
+
+    @classmethod
+    def requires(cls, config: ModelConfig) -> None:
+        if not config.pixel_scale > MIN_PIXEL_SCALE:
+            raise InputError(f"--pixel-scale must be a number > {MIN_PIXEL_SCALE}, got {config.pixel_scale!r}")
 
     def scale(self) -> torch.Tensor:
         """The per-pixel scale, broadcastable to ``(D,)``."""

@@ -17,6 +17,9 @@ name (``--net``)  encoder / decoder
                   inside.
 ================  ===================================================================================
 
+An architecture states what it requires of the configuration (``register(..., requires=...)``, checked by
+:mod:`ppl_vae.parts`): ``conv`` takes no labels (``--conditional`` needs ``--net mlp``).
+
 Example::
 
     mlp = NETS.get("mlp")
@@ -29,11 +32,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from ppl_vae.errors import InputError
 from ppl_vae.registry import Registry
+
+if TYPE_CHECKING:
+    from ppl_vae.config import ModelConfig
 
 NETS = Registry("network")
 
@@ -145,7 +153,16 @@ class ConvDecoder(nn.Module):
         return images.reshape(*leading, -1)
 
 
-NETS.register("conv")(
+def _images_only(config: ModelConfig) -> None:
+    """The ``conv`` networks read ``(C, H, W)`` images: a conditional VAE's one-hot labels, concatenated to the
+    flat input, have no place in them."""
+    if config.num_classes:
+        raise InputError(
+            f"--conditional concatenates one-hot labels to flat inputs: it needs --net mlp, got --net {config.net}"
+        )
+
+
+NETS.register("conv", requires=_images_only)(
     Architecture(
         encoder=lambda x_dim, hidden, out_dim, image_shape: ConvEncoder(image_shape, hidden, out_dim),
         decoder=lambda z_dim, hidden, out_dim, image_shape: ConvDecoder(z_dim, hidden, out_dim, image_shape),

@@ -54,7 +54,7 @@ restricted to those sites), which turns each particle's objective into::
 
 ``beta_t=None`` means ``TrainConfig.beta`` (no warm-up). Inside the step ``β_t`` reaches the programs as a positional
 tensor argument, so ``jit`` compiles once and sees every new value as an input, not a constant. ``iwae`` refuses
-``β``/annealing (in :class:`~ppl_vae.config.TrainConfig`): ``RenyiELBO`` applies site scales *inside* its
+``β``/annealing (its own requirement, see :mod:`ppl_vae.parts`): ``RenyiELBO`` applies site scales *inside* its
 ``logsumexp``, so the result would be neither the β-VAE objective nor an importance-weighted bound; so do the
 hand-written steps. Training reports the weighted objective; evaluation (:mod:`ppl_vae.evaluate`) ignores scales.
 """
@@ -201,7 +201,11 @@ class TrainingStep(Protocol):
 
 def make_step(programs: VAE | Programs, config: TrainConfig, *, elbo: ELBO | None = None) -> TrainingStep:
     """The training step named by ``config.elbo`` (or SVI with the Pyro ELBO instance ``elbo``), for the built-in
-    :class:`~ppl_vae.vae.VAE` or a user's :class:`Programs`."""
+    :class:`~ppl_vae.vae.VAE` or a user's :class:`Programs`. The parts ``config`` names are checked first
+    (:func:`ppl_vae.parts.check_train`)."""
+    from ppl_vae.parts import check_train  # parts imports this module's registries
+
+    check_train(config)
     if not isinstance(programs, Programs):
         programs = Programs.from_vae(programs)
     if elbo is not None:
@@ -418,7 +422,16 @@ _svi_objective("enum", TraceEnum_ELBO, check=require_enumerated)
 _svi_objective("tracegraph", TraceGraph_ELBO)
 
 
-@OBJECTIVES.register("iwae")
+def _no_latent_scale(config: TrainConfig) -> None:
+    """``iwae`` takes no β or warm-up: ``RenyiELBO`` would scale the latent sites inside its ``logsumexp``."""
+    if is_latent_scaled(config):
+        raise InputError(
+            f"--elbo iwae cannot take --beta {config.beta} --anneal {config.anneal}: RenyiELBO would scale the latent "
+            "site inside its logsumexp, which is not the beta-VAE objective; use --elbo trace, meanfield or jit"
+        )
+
+
+@OBJECTIVES.register("iwae", requires=_no_latent_scale)
 def iwae_step(programs: Programs, config: TrainConfig) -> TrainingStep:
     return SVIStep(programs, config, lambda sites: RenyiELBO(alpha=0.0, **_elbo_options(config, sites)))
 

@@ -12,6 +12,9 @@ name (``--prior``)    p(z)                                                      
 ``vamp``              ``(1 / K) sum_k q(z | u_k)``: the guide at ``K`` learned pseudo-inputs          u (K, D)
 ====================  =============================================================================  ===============
 
+A prior states what it requires of the configuration (``requires(config)``, checked by :mod:`ppl_vae.parts`):
+``vamp`` takes no labels and one latent layer.
+
 The mixtures have no closed-form KL to any guide, so ``--elbo meanfield`` refuses them (see
 :func:`ppl_vae.objectives.require_meanfield`).
 
@@ -29,6 +32,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from ppl_vae.errors import InputError
 from ppl_vae.registry import Registry
 
 if TYPE_CHECKING:
@@ -83,7 +87,23 @@ class VampPrior(nn.Module):
     ``q`` is the VAE's own guide (``encoder.dist``, whatever ``--guide`` is), so the encoder's weights get gradients
     from the prior term too. The pseudo-inputs are grey-level images (a sigmoid keeps them in [0, 1], the data's
     range); ``pseudo_logits`` ``(K, D)`` start as N(0, 1) draws.
+
+    Requires an unconditional VAE with one latent layer: the pseudo-inputs are images without labels, and the guide
+    at them is a distribution over ``z`` (the layer the encoder reads), which has no form for a top layer ``z2``.
     """
+
+    @classmethod
+    def requires(cls, config: ModelConfig) -> None:
+        if config.num_classes:
+            raise InputError(
+                "--conditional with --prior vamp: the VampPrior's pseudo-inputs carry no label; use --prior normal "
+                "or mog"
+            )
+        if config.latent_layers != 1:
+            raise InputError(
+                f"--latent-layers {config.latent_layers} with --prior vamp: the VampPrior is the guide q(z | u_k) at "
+                "pseudo-inputs, which has no form for the top layer z2; use --prior normal or mog (the prior of z2)"
+            )
 
     def __init__(self, config: ModelConfig, encoder: nn.Module):
         super().__init__()

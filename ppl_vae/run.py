@@ -46,6 +46,7 @@ from ppl_vae.config import EvalConfig, ModelConfig, ProgramSpec, RunConfig
 from ppl_vae.data import Dataset, load_dataset
 from ppl_vae.errors import InputError
 from ppl_vae.evaluate import elbo, iwae_log_likelihood
+from ppl_vae.parts import check_run
 from ppl_vae.report import ReportConfig, write_report
 from ppl_vae.train import fit, seed_everything, with_lr_horizon
 from ppl_vae.user_program import UserProgram, as_user_program, build_program, fit_program
@@ -65,9 +66,11 @@ def model_config_for(data: Dataset, conditional: bool = False, **options) -> Mod
 
 
 def load_config(run_dir: str | Path) -> RunConfig:
-    """The :class:`RunConfig` stored in a run folder."""
+    """The :class:`RunConfig` stored in a run folder, its parts checked (:func:`ppl_vae.parts.check_run`): a
+    hand-edited ``config.json`` naming a part that does not exist, or one that refuses the rest of the config, fails
+    here with one line."""
     run_dir = read_run_folder(run_dir)
-    return RunConfig.from_json((run_dir / CONFIG_FILE).read_text())
+    return check_run(RunConfig.from_json((run_dir / CONFIG_FILE).read_text()))
 
 
 def program_spec_for(data: Dataset, path: str, args: dict | None = None) -> ProgramSpec:

@@ -59,6 +59,7 @@ from ppl_vae.errors import InputError
 from ppl_vae.guides import GUIDES, DiagonalNormalGuide
 from ppl_vae.likelihoods import LIKELIHOODS
 from ppl_vae.nets import NETS
+from ppl_vae.parts import check_model
 from ppl_vae.priors import PRIORS
 
 _instance_ids = itertools.count()
@@ -75,11 +76,15 @@ class VAE(nn.Module):
 
     Each instance registers its parameters in Pyro's global parameter store under its own name
     (``pyro_name``), so two VAEs in one process never share parameters.
+
+    Raises:
+        InputError: a part ``config`` names is not registered or does not accept ``config``
+            (:func:`ppl_vae.parts.check_model`).
     """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.config = config
+        self.config = check_model(config)
         self.pyro_name = f"vae{next(_instance_ids)}"
         self.likelihood = LIKELIHOODS.get(config.likelihood)(config)
         self.encoder = GUIDES.get(config.guide)(_encoder_config(config))

@@ -118,11 +118,6 @@ def test_iaf_flows_alternate_the_order():
     assert orders == [[0, 1, 2], [2, 1, 0], [0, 1, 2]]
 
 
-def test_iaf_needs_two_latent_dimensions():
-    with pytest.raises(InputError, match="--guide iaf needs --z-dim >= 2"):
-        ModelConfig(x_dim=16, image_shape=(1, 4, 4), z_dim=1, guide="iaf")
-
-
 @pytest.mark.parametrize("guide", sorted(GUIDES))
 @pytest.mark.parametrize("prior", sorted(PRIORS))
 def test_meanfield_only_with_a_closed_form_kl(guide, prior):

@@ -107,7 +107,12 @@ def test_grey_level_likelihoods_train_on_grey_levels(name):
 
 
 def test_pixel_scale_is_checked():
+    """The schema asks for a positive number; the likelihoods with a pixel scale ask for more than its floor."""
     from ppl_vae.errors import InputError
 
-    with pytest.raises(InputError, match="--pixel-scale must be a number > 0.001, got 0"):
+    with pytest.raises(InputError, match="--pixel-scale must be a positive number, got 0"):
         ModelConfig(x_dim=D, image_shape=(1, 2, 3), pixel_scale=0)
+    for name in ("gaussian", "laplace", "gaussian-learned"):
+        with pytest.raises(InputError, match="--pixel-scale must be a number > 0.001, got 0.001"):
+            VAE(ModelConfig(x_dim=D, image_shape=(1, 2, 3), likelihood=name, pixel_scale=MIN_PIXEL_SCALE))
+    assert VAE(ModelConfig(x_dim=D, image_shape=(1, 2, 3), pixel_scale=MIN_PIXEL_SCALE)).config.pixel_scale == 1e-3

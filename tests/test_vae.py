@@ -82,8 +82,9 @@ def test_model_config_checks_its_values():
         ModelConfig(x_dim=64, image_shape=(1, 8, 8), hidden=())
     with pytest.raises(ValueError, match="image_shape"):
         ModelConfig(x_dim=64, image_shape=(1, 8, 7))
-    with pytest.raises(ValueError, match="unknown scale head 'log_sigma'"):
-        ModelConfig(x_dim=64, image_shape=(1, 8, 8), scale_param="log_sigma")
+    config = ModelConfig(x_dim=64, image_shape=(1, 8, 8), scale_param="log_sigma")  # the schema knows no heads
+    with pytest.raises(ValueError, match="--scale-param: unknown scale head 'log_sigma'"):
+        VAE(config)
 
 
 # --- two latent layers: z2 -> z1 -> x, guide q(z1 | x) q(z2 | z1) ---------------------------------------------------

@@ -30,7 +30,7 @@ import torch.distributions as td
 from pyro.poutine.messenger import Messenger
 from torch import nn
 
-from ppl_vae.config import TrainConfig, require, require_int, require_registered
+from ppl_vae.config import TrainConfig, require, require_int
 from ppl_vae.data import Dataset
 from ppl_vae.objectives import OBJECTIVES, Programs, TrainingStep, make_step
 from ppl_vae.programs import conditioned_sites, importance_traces, inspect_programs, rng_preserved
@@ -70,7 +70,7 @@ class LabConfig:
         require(len(self.estimators) >= 1, "--estimators must name at least one objective")
         require(len(set(self.estimators)) == len(self.estimators), f"--estimators repeats a name: {self.estimators}")
         for name in self.estimators:
-            require_registered(OBJECTIVES, name, "--estimators")
+            OBJECTIVES.get(name, "--estimators")
         require(
             isinstance(self.repetitions, int) and self.repetitions >= 2,
             f"--repetitions must be an integer >= 2 (a variance needs two draws), got {self.repetitions!r}",
