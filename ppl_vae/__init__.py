@@ -17,10 +17,10 @@ from ppl_vae.diagnostics import Diagnostics, diagnose
 from ppl_vae.errors import InputError
 from ppl_vae.evaluate import Estimate, elbo, iwae_log_likelihood, log_importance_weights, observed_test_set
 from ppl_vae.inference_gap import InferenceGap, inference_gap
+from ppl_vae.programs import UserProgram
 from ppl_vae.report import ReportConfig, write_report
 from ppl_vae.run import evaluate_run, load, model_config_for, program_spec_for, train_run
 from ppl_vae.train import fit
-from ppl_vae.user_program import UserProgram
 from ppl_vae.vae import VAE
 
 __all__ = [

@@ -17,7 +17,7 @@ mean zero, so they differ in variance, not in value. :func:`compare_kl` measures
 - at fixed parameters, on one fixed minibatch of ``B`` test images, ``R`` repetitions of each estimator give the mean
   ELBO (nats per example) with its standard error, the gradient variance (the per-coordinate variance over the ``R``
   repetitions of the gradient of the per-example loss ``-ELBO``, summed over the encoder's and over the decoder's
-  parameters; for a user's program (:class:`~ppl_vae.user_program.UserProgram`) over each of its modules) and the
+  parameters; for a user's program (:class:`~ppl_vae.programs.UserProgram`) over each of its modules) and the
   time of one loss-and-gradient evaluation;
 - then each estimator trains ``E`` epochs from the same initial weights (:func:`ppl_vae.train.fit`, same seed, same
   minibatches) and its test ELBO is recorded after every epoch.
@@ -59,9 +59,9 @@ from ppl_vae.data import Dataset
 from ppl_vae.errors import InputError
 from ppl_vae.evaluate import observed_test_set
 from ppl_vae.heads import HEADS, convert
-from ppl_vae.objectives import OBJECTIVES, Programs, make_step
+from ppl_vae.objectives import OBJECTIVES, make_step
+from ppl_vae.programs import UserProgram, as_user_program
 from ppl_vae.train import fit, seed_everything
-from ppl_vae.user_program import UserProgram, as_user_program, fit_program
 from ppl_vae.vae import VAE
 
 ESTIMATORS = ("trace", "meanfield", "reference-analytic", "reference-mc", "stl")
@@ -244,8 +244,7 @@ def measure_estimator(vae: VAE | UserProgram, estimator: str, x: torch.Tensor, s
     The RNG is seeded with ``settings.seed`` first, so estimators that draw z the same way (all five defaults do) see
     the same noise: their differences are paired, not blurred by independent draws.
     """
-    programs = vae if isinstance(vae, VAE) else Programs(vae.model, vae.guide)
-    step = make_step(programs, settings.train_config(estimator))
+    step = make_step(vae, settings.train_config(estimator))
     modules = as_user_program(vae).modules
     parts = parameter_groups(vae)
     variances = {part: _GradientVariance() for part in parts}
@@ -282,8 +281,7 @@ def _train_from(
     as_user_program(vae).modules.load_state_dict(initial_state)
     if source_head is not None:
         start_heads_alike(vae, source_head)
-    train = fit if isinstance(vae, VAE) else fit_program
-    history = train(vae, data, train_config, progress=False)
+    history = fit(vae, data, train_config, progress=False)
     steps = math.ceil(data.x_train.shape[0] / train_config.batch_size) * len(history)
     return {
         "test_elbo_curve": [record["test_elbo"] for record in history],
