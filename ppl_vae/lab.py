@@ -7,8 +7,8 @@ all with the same expectation (names in :data:`ppl_vae.objectives.OBJECTIVES`)::
     meanfield           Pyro TraceMeanField_ELBO    log p(x | z) - KL(q || p)                 KL in closed form
     reference-mc        hand-written torch          as trace
     reference-analytic  hand-written torch          as meanfield (the classic -0.5 * sum(1 + log_var - ...))
-    stl                 hand-written torch          as trace, but log q at detached (loc, scale): the score term
-                                                    d log q / d(loc, scale) at fixed z leaves the encoder's gradient
+    stl                 Pyro, TraceSTL_ELBO         as trace, but the score term d log q / d(params) at fixed z
+                                                    leaves the encoder's gradient (reference-stl: hand-written)
 
 With the same ``eps`` the Pyro and the hand-written estimators agree to rounding (``tests/test_reference.py`` feeds
 one ``eps`` through both with :class:`FixedNoise`); the Monte Carlo and the analytic KL differ only by a term of

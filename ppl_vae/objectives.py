@@ -19,10 +19,12 @@ name                     step
                          that marks none
 ``tracegraph``           ``SVI`` + ``TraceGraph_ELBO``: score-function gradients with Rao-Blackwellization, for
                          non-reparameterizable latents
+``stl``                  ``SVI`` + :class:`TraceSTL_ELBO`, "sticking the landing": ``trace`` with the score term of
+                         every reparameterized latent site dropped from the gradient; refused for a latent site
+                         without ``rsample``
 ``reference-mc``         hand-written torch loss, Monte Carlo KL (:func:`ppl_vae.reference.elbo_monte_carlo_kl`)
 ``reference-analytic``   hand-written torch loss, closed-form KL (:func:`ppl_vae.reference.elbo_analytic_kl`)
-``stl``                  hand-written, "sticking the landing": Monte Carlo KL, score term dropped
-                         (:func:`ppl_vae.reference.elbo_stl`; Pyro has no such ELBO)
+``reference-stl``        hand-written torch loss, STL (:func:`ppl_vae.reference.elbo_stl`)
 =======================  =====================================================================================
 
 Python callers may train with any Pyro ELBO instance instead of a name: ``fit(..., elbo=TraceEnum_ELBO(...))`` (or
@@ -69,6 +71,7 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 from pyro import poutine
 from pyro.distributions.kl import kl_divergence
+from pyro.distributions.score_parts import ScoreParts
 from pyro.infer import (
     SVI,
     JitTrace_ELBO,
@@ -94,6 +97,7 @@ from ppl_vae.programs import (
     inspect_programs,
     latent_parents,
     rng_preserved,
+    trace_programs,
 )
 from ppl_vae.registry import Registry
 from ppl_vae.vae import VAE
@@ -182,7 +186,7 @@ def make_step(program: VAE | UserProgram, config: TrainConfig, *, elbo: ELBO | N
     if is_latent_scaled(config) and not step.latent_scaled:
         raise InputError(
             f"--elbo {config.elbo} takes no --beta/--anneal (got --beta {config.beta} --anneal {config.anneal}): "
-            "use --elbo trace, meanfield, jit, enum or tracegraph"
+            "use --elbo trace, meanfield, jit, enum, tracegraph or stl"
         )
     return step
 
@@ -373,6 +377,75 @@ def _describe(fn) -> str:
     return f"{type(fn).__name__}({type(base).__name__})" if base is not None else type(fn).__name__
 
 
+class TraceSTL_ELBO(Trace_ELBO):
+    """ "Sticking the landing" (STL; Roeder, Wu and Duvenaud 2017) for any program: Pyro's ``Trace_ELBO`` whose
+    gradient drops, at every reparameterized latent site of the guide, the score term ``d log q(z; phi) / d phi`` at
+    fixed ``z``.
+
+    For ``z = g(eps; phi)`` the Monte Carlo ELBO ``log p(x, z) - log q(z; phi)`` has the gradient::
+
+        d/dphi [log p(x, z) - log q(z; phi)]  =  (d/dz [log p(x, z) - log q(z; phi)]) dz/dphi   -   (d/dphi log q)(z)
+                                                  path derivative (kept)                           score term (dropped)
+
+    The score term has mean zero under q, so the gradient stays unbiased, and it is exactly the part of the noise
+    that does not vanish when q is the posterior. The value, and the loss reported, are those of ``Trace_ELBO``.
+
+    How: the guide is traced as ``Trace_ELBO`` traces it (values with their reparameterized gradient paths), then
+    replayed once more on the same values *detached*. Every distribution of that replay depends on the parameters
+    only (never on a latent value), so its masked and scaled ``log q`` at the detached values has the score term as
+    its gradient; each site's surrogate term ``log q`` becomes ``log q - (score - stop_gradient(score))``: the same
+    value, the gradient of ``log q`` at detached parameters. Detaching the values rather than the parameters needs no
+    knowledge of where the parameters live (``pyro.module``, ``pyro.param``, ``PyroModule``, a closure), and keeps
+    the path through a parent in a dependent guide q(z2 | z1; phi), whose ``z1`` is part of ``z``. Masks and scales
+    (β, subsampling) apply as in ``Trace_ELBO``. The replay draws nothing at sample sites and leaves the RNG as it
+    was, so STL sees the same draws as ``Trace_ELBO`` with the same seed; randomness of the guide's own outside its
+    sample sites (dropout in training mode) is drawn afresh in the replay, so keep such modules in eval mode.
+
+    Raises :class:`~ppl_vae.errors.InputError` for a latent site without a reparameterized sampler (discrete): it has
+    no path derivative, and its score term is its whole gradient.
+    """
+
+    def _get_trace(self, model, guide, args, kwargs):
+        model_trace, guide_trace = super()._get_trace(model, guide, args, kwargs)
+        latent = {
+            name: site
+            for name, site in guide_trace.nodes.items()
+            if site["type"] == "sample" and not site["is_observed"]
+        }
+        _require_rsample(latent)
+        if not latent or not torch.is_grad_enabled():  # the value is Trace_ELBO's; only gradients change
+            return model_trace, guide_trace
+        fixed = poutine.Trace()
+        for name, site in latent.items():
+            fixed.add_node(name, **{**site, "value": site["value"].detach()})
+        device = next(iter(latent.values()))["value"].device
+        with rng_preserved(device):
+            scored = poutine.trace(poutine.replay(guide, trace=fixed)).get_trace(*args, **kwargs)
+        scored.compute_log_prob(lambda name, site: name in latent)
+        for name, site in latent.items():
+            score = scored.nodes[name]["log_prob"]
+            log_prob, score_function, entropy = site["score_parts"]
+            site["score_parts"] = ScoreParts(log_prob, score_function, entropy - (score - score.detach()))
+        return model_trace, guide_trace
+
+
+def _require_rsample(latent: dict) -> None:
+    """An :class:`InputError` naming the first of the guide's latent sites (name -> site) without ``rsample``."""
+    for name, site in latent.items():
+        if not site["fn"].has_rsample:
+            raise InputError(
+                f"--elbo stl needs reparameterized latent sites, but {name!r} is a {type(site['fn']).__name__} "
+                "without rsample (discrete): use --elbo trace, tracegraph or enum"
+            )
+
+
+def require_reparameterized(program: UserProgram, sites: ProgramSites, x: torch.Tensor, args: tuple) -> None:
+    """:class:`TraceSTL_ELBO`'s refusal of a latent site without ``rsample``, made before the first update (where
+    Pyro would first warn about a site marked for enumeration)."""
+    guide_trace, _ = trace_programs(program.model, program.guide, x, *args)
+    _require_rsample({name: guide_trace.nodes[name] for name in sites.latent})
+
+
 _svi_objective("trace", Trace_ELBO)
 # the closed forms are verified, including the guide's structure, so Pyro's weaker check (site order) is silenced
 _svi_objective(
@@ -391,6 +464,7 @@ _svi_objective(
 )
 _svi_objective("enum", TraceEnum_ELBO, check=require_enumerated)
 _svi_objective("tracegraph", TraceGraph_ELBO)
+_svi_objective("stl", TraceSTL_ELBO, check=require_reparameterized)
 
 
 @OBJECTIVES.register("iwae")
@@ -467,6 +541,6 @@ def reference_analytic_step(program: UserProgram, config: TrainConfig) -> Traini
     return ReferenceStep(program, config, reference.elbo_analytic_kl)
 
 
-@OBJECTIVES.register("stl")
-def stl_step(program: UserProgram, config: TrainConfig) -> TrainingStep:
+@OBJECTIVES.register("reference-stl")
+def reference_stl_step(program: UserProgram, config: TrainConfig) -> TrainingStep:
     return ReferenceStep(program, config, reference.elbo_stl)
