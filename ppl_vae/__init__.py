@@ -16,11 +16,12 @@ from ppl_vae.data import Dataset, load_dataset
 from ppl_vae.diagnostics import Diagnostics, diagnose
 from ppl_vae.errors import InputError
 from ppl_vae.evaluate import Estimate, elbo, iwae_log_likelihood, log_importance_weights, observed_test_set
+from ppl_vae.heads import HeadLayer
 from ppl_vae.inference_gap import InferenceGap, inference_gap
+from ppl_vae.programs import UserProgram
 from ppl_vae.report import ReportConfig, write_report
 from ppl_vae.run import evaluate_run, load, model_config_for, program_spec_for, train_run
 from ppl_vae.train import fit
-from ppl_vae.user_program import HeadLayer, UserProgram
 from ppl_vae.vae import VAE
 
 __all__ = [

@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--elbo",
         default=DEFAULTS_TRAIN.elbo,
-        help="trace | meanfield | jit | iwae | enum | tracegraph | stl | reference-mc | reference-analytic",
+        help="trace | meanfield | jit | iwae | enum | tracegraph | stl | reference-mc | reference-analytic | "
+        "reference-stl",
     )
     train.add_argument(
         "--num-particles",

@@ -59,7 +59,7 @@ from ppl_vae.latent_sites import (
     plan_sites,
     site_usage,
 )
-from ppl_vae.programs import conditioned_sites, importance_traces, program_args, trace_log_weights
+from ppl_vae.programs import importance_traces, latent_parents, program_args, trace_log_weights
 
 KHAT_THRESHOLDS = (0.5, 0.7)
 """Pareto k-hat above 0.5: the importance weights' variance is infinite; above 0.7: the estimate is unreliable."""
@@ -263,8 +263,8 @@ def diagnose(
                     guide_trace,
                     model_trace,
                     sites,
-                    model_conditioned=conditioned_sites(model, model_trace, guide_trace, xb, *argsb, sites=sites),
-                    guide_conditioned=conditioned_sites(guide, guide_trace, guide_trace, xb, *argsb, sites=sites),
+                    model_parents=latent_parents(model, guide_trace, xb, *argsb, sites=sites),
+                    guide_parents=latent_parents(guide, guide_trace, xb, *argsb, sites=sites),
                 )
             for plan in plans:
                 accumulate(plan, guide_trace, model_trace, batch, (size, xb.shape[0]), once=False)

@@ -27,10 +27,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ppl_vae.data import binarize_fixed
+from ppl_vae.data import Dataset, binarize_fixed
 from ppl_vae.errors import InputError
 from ppl_vae.programs import (
     ProgramSites,
+    UserProgram,
     example_batches,
     inspect_programs,
     log_importance_weights,
@@ -68,6 +69,13 @@ class Estimate:
 def observed_test_set(x: torch.Tensor, binary: bool) -> torch.Tensor:
     """The test observations: for a binary likelihood the grey levels binarized once with a fixed seed."""
     return binarize_fixed(x, seed=TEST_BINARIZATION_SEED) if binary else x
+
+
+def program_test_set(program: UserProgram, data: Dataset) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The test observations of ``data`` for ``program`` (:func:`observed_test_set` with ``program.binary``) on the
+    program's device, and the test labels ``(N,)`` for a program that takes them (``None`` otherwise)."""
+    x_test = observed_test_set(data.x_test, program.binary).to(program.device)
+    return x_test, data.y_test.to(program.device) if program.labels else None
 
 
 def sample_chunks(x: torch.Tensor, num_samples: int, max_elements: int = MAX_ELEMENTS) -> Iterator[int]:

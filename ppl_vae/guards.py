@@ -21,22 +21,22 @@ from torch import nn
 
 from ppl_vae.errors import InputError
 from ppl_vae.optim import matches_prefix, parameter_name
-from ppl_vae.programs import trace_programs
+from ppl_vae.programs import UserProgram, trace_programs
 
 
-def check_registration(programs, config, x: torch.Tensor, args: tuple) -> None:
-    """An :class:`InputError` naming the first parameter of ``programs.modules`` (with ``requires_grad``) that the
+def check_registration(program: UserProgram, config, x: torch.Tensor, args: tuple) -> None:
+    """An :class:`InputError` naming the first parameter of ``program.modules`` (with ``requires_grad``) that the
     programs do not register in Pyro's parameter store, or the ``pyro.module`` name that holds another module's
     parameters, or the ``config.lr_factors`` prefix that matches no registered parameter."""
-    owned = {id(p): name for name, p in programs.modules.named_parameters() if p.requires_grad}
+    owned = {id(p): name for name, p in program.modules.named_parameters() if p.requires_grad}
     registered, names = set(), []
-    for trace in trace_programs(programs.model, programs.guide, x, *args):
+    for trace in trace_programs(program.model, program.guide, x, *args):
         for store_name, site in trace.nodes.items():
             if site["type"] != "param":
                 continue
             stored = site["value"].unconstrained()
             registered.add(id(stored))
-            names.append(parameter_name(store_name, programs.pyro_name))
+            names.append(parameter_name(store_name, program.pyro_name))
             given = site["args"][1] if len(site["args"]) > 1 else None
             if isinstance(given, torch.Tensor) and id(given) in owned and given is not stored:
                 module = module_from_param_with_module_name(store_name)

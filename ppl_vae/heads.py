@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ppl_vae.errors import InputError
 from ppl_vae.registry import Registry
 
 SOFTPLUS_FLOOR = 1e-4
@@ -84,3 +85,41 @@ def convert(h: torch.Tensor, source: str, target: str) -> torch.Tensor:
     target the scale must exceed ``SOFTPLUS_FLOOR``).
     """
     return HEADS.get(target).inverse(HEADS.get(source).scale(h))
+
+
+@dataclass(frozen=True)
+class HeadLayer:
+    """Where a program's Normal guide computes its standard deviation, for the heads study
+    (``ppl-vae compare-kl --heads``, :mod:`ppl_vae.lab.heads_study`).
+
+    The guide computes ``scale = HEADS[head].scale(h)`` (:mod:`ppl_vae.heads`), ``h`` being the rows
+    ``rows[0]:rows[1]`` of the output of the ``nn.Linear`` called ``layer`` in the program's modules. The study
+    rebuilds the program once per head with ``rebuild(head)``, loads the original weights into it and rewrites those
+    rows so that every head starts from the same q(z | x). The pattern for a run folder: ``build(spec)`` reads its head
+    from ``spec.args["scale_param"]`` and passes ``rebuild=lambda head: build(dataclasses.replace(spec,
+    args={**spec.args, "scale_param": head}))`` (``tests/user_programs.py``: ``build_vae``).
+
+    Attributes:
+        head: the head this program uses, a name in :data:`HEADS` (``log_scale``, ``log_var``, ``softplus``).
+        layer: the dotted name of that ``nn.Linear`` in the program's modules (``modules.get_submodule``), e.g.
+            ``"encoder.2"``.
+        rows: ``(start, stop)``: the rows of the layer's output that are ``h``, e.g. ``(z_dim, 2 * z_dim)``.
+        rebuild: ``head -> UserProgram`` (:class:`ppl_vae.programs.UserProgram`): the same program (the same modules
+            under the same names) with ``head`` (the built-in VAE's, which :func:`ppl_vae.lab.head_layer` makes from
+            its config, returns a ``VAE``).
+    """
+
+    head: str
+    layer: str
+    rows: tuple[int, int]
+    rebuild: Callable[[str], object]
+
+    def __post_init__(self):
+        if self.head not in HEADS:
+            raise InputError(f"HeadLayer: head {self.head!r} is not a scale head: expected one of {sorted(HEADS)}")
+        rows = tuple(self.rows)
+        if len(rows) != 2 or not all(isinstance(row, int) for row in rows) or not 0 <= rows[0] < rows[1]:
+            raise InputError(f"HeadLayer: rows must be (start, stop) with 0 <= start < stop, got {self.rows!r}")
+        object.__setattr__(self, "rows", rows)
+        if not callable(self.rebuild):
+            raise InputError(f"HeadLayer: rebuild must be a callable head -> UserProgram, got {self.rebuild!r}")

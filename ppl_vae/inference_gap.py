@@ -47,9 +47,9 @@ from ppl_vae.evaluate import MAX_ELEMENTS, Estimate, check_extra_args, elbo, sam
 from ppl_vae.programs import (
     IMPORTANCE_PLATE,
     ProgramSites,
-    conditioned_sites,
     importance_traces,
     inspect_programs,
+    latent_parents,
     program_args,
     trace_log_prob,
 )
@@ -155,7 +155,7 @@ def starting_point(model: Callable, guide: Callable, x: torch.Tensor, args: tupl
     """The local guide's sites, started from the amortized guide (see the module's docstring): a list of
     :class:`LocalSite`. Raises :class:`~ppl_vae.errors.InputError` for a latent site with discrete support."""
     guide_trace, _, _ = importance_traces(model, guide, x, 1, *args, sites=sites)
-    conditioned = conditioned_sites(guide, guide_trace, guide_trace, x, *args, sites=sites)
+    parents = latent_parents(guide, guide_trace, x, *args, sites=sites)
     drawn = None
     local = []
     for name in sites.latent:
@@ -168,7 +168,7 @@ def starting_point(model: Callable, guide: Callable, x: torch.Tensor, args: tupl
             )
         transform = None if _is_real(fn.support) else biject_to(fn.support)
         event_dim = fn.event_dim if transform is None else transform.domain.event_dim
-        moments = _analytic_moments(fn) if transform is None and name not in conditioned else None
+        moments = _analytic_moments(fn) if transform is None and not parents[name] else None
         if moments is None:  # Monte Carlo over the unconstrained draws
             if drawn is None:
                 drawn, _, _ = importance_traces(model, guide, x, START_DRAWS, *args, sites=sites)

@@ -15,7 +15,7 @@ for the whole site (one unit per plate position)::
 It is computed
 
 - in **closed form** (``torch.distributions.kl_divergence``) where one is registered for the pair, the prior has no
-  latent parent (checked by shifting the other sites' draws: :func:`ppl_vae.programs.conditioned_sites`) and no
+  latent parent (checked by shifting the other sites' draws: :func:`ppl_vae.programs.latent_parents`) and no
   mask applies; when the guide's distribution depends on other latent draws (``q(z2 | z1)``) the closed form is
   averaged over the ``k`` importance draws, with its Monte Carlo standard error, otherwise it is exact (SE 0);
 - otherwise by **Monte Carlo** over the ``k`` importance draws, masks honoured, with its standard error. For a site
@@ -162,11 +162,11 @@ class SitePlan:
 
 
 def plan_sites(
-    guide_trace, model_trace, sites: ProgramSites, model_conditioned: frozenset, guide_conditioned: frozenset
+    guide_trace, model_trace, sites: ProgramSites, model_parents: dict, guide_parents: dict
 ) -> list[SitePlan]:
     """One :class:`SitePlan` per latent site, from traces of :func:`ppl_vae.programs.importance_traces` and the
-    sites whose distributions depend on other latent sites in the model and in the guide
-    (:func:`ppl_vae.programs.conditioned_sites`)."""
+    latent sites that each site's distribution depends on in the model and in the guide
+    (:func:`ppl_vae.programs.latent_parents`)."""
     plans = []
     for name in sites.latent:
         q_site, p_site = guide_trace.nodes[name], model_trace.nodes[name]
@@ -178,7 +178,7 @@ def plan_sites(
             or _site_mask(p_site, 0) is not None
             or any(leaf is not None and leaf[1] is not None for leaf in (q_leaf, p_leaf))
         )
-        closed_form = not masked and name not in model_conditioned
+        closed_form = not masked and not model_parents[name]
         if closed_form:
             try:
                 kl_divergence(q_leaf[0], p_leaf[0]) if factorized else kl_divergence(q_fn, p_fn)
@@ -190,7 +190,7 @@ def plan_sites(
                 name=name,
                 factorized=factorized,
                 closed_form=closed_form,
-                guide_conditioned=name in guide_conditioned,
+                guide_conditioned=bool(guide_parents[name]),
                 continuous=continuous,
                 analytic_mean=continuous and _analytic_mean(q_fn) is not None,
             )

@@ -19,10 +19,12 @@ name                     step
                          that marks none
 ``tracegraph``           ``SVI`` + ``TraceGraph_ELBO``: score-function gradients with Rao-Blackwellization, for
                          non-reparameterizable latents
+``stl``                  ``SVI`` + :class:`TraceSTL_ELBO`, "sticking the landing": ``trace`` with the score term of
+                         every reparameterized latent site dropped from the gradient; refused for a latent site
+                         without ``rsample``
 ``reference-mc``         hand-written torch loss, Monte Carlo KL (:func:`ppl_vae.reference.elbo_monte_carlo_kl`)
 ``reference-analytic``   hand-written torch loss, closed-form KL (:func:`ppl_vae.reference.elbo_analytic_kl`)
-``stl``                  hand-written, "sticking the landing": Monte Carlo KL, score term dropped
-                         (:func:`ppl_vae.reference.elbo_stl`; Pyro has no such ELBO)
+``reference-stl``        hand-written torch loss, STL (:func:`ppl_vae.reference.elbo_stl`)
 =======================  =====================================================================================
 
 Python callers may train with any Pyro ELBO instance instead of a name: ``fit(..., elbo=TraceEnum_ELBO(...))`` (or
@@ -64,11 +66,12 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import torch
+from pyro import poutine
 from pyro.distributions.kl import kl_divergence
+from pyro.distributions.score_parts import ScoreParts
 from pyro.infer import (
     SVI,
     JitTrace_ELBO,
@@ -82,12 +85,20 @@ from pyro.infer.elbo import ELBO
 from pyro.optim import PyroLRScheduler
 from pyro.params import param_with_module_name, user_param_name
 from pyro.poutine.messenger import Messenger
-from torch import nn
 
 from ppl_vae import reference
 from ppl_vae.errors import InputError
 from ppl_vae.optim import pyro_optimizer, torch_optimizer
-from ppl_vae.programs import ProgramSites, inspect_programs, latent_dependencies, trace_programs
+from ppl_vae.programs import (
+    ProgramSites,
+    UserProgram,
+    as_user_program,
+    importance_traces,
+    inspect_programs,
+    latent_parents,
+    rng_preserved,
+    trace_programs,
+)
 from ppl_vae.registry import Registry
 
 if TYPE_CHECKING:
@@ -144,44 +155,6 @@ def _scaled(program: Callable, names: Sequence[str]) -> Callable:
     return scaled
 
 
-@dataclass(frozen=True)
-class Programs:
-    """What training needs of a Pyro ``model`` / ``guide`` pair keeping the program contract (:mod:`ppl_vae.programs`):
-    the built-in VAE (:meth:`from_vae`) and a user's programs alike.
-
-    Attributes:
-        model, guide: ``model(x, *args)`` / ``guide(x, *args)``.
-        modules: the ``nn.Module`` holding every trained parameter (moved to the device, saved in checkpoints).
-        pyro_name: the prefix the parameters share in Pyro's parameter store when one ``pyro.module`` registers them
-            all (the built-in VAE's ``vae0``): taken off the names in the optimizer state, so a run resumes in another
-            process; ``None`` keeps the store's names (``pyro.module`` names that stay the same between processes).
-        binarize: train on 0/1 images drawn afresh per minibatch, evaluate on test images binarized once.
-        labels: pass the labels ``y`` ``(B,)`` as the programs' second argument.
-        vae: the built-in VAE the programs come from, for the hand-written steps and error messages that name its
-            flags; ``None`` for a user's programs.
-    """
-
-    model: Callable
-    guide: Callable
-    modules: nn.Module | None = None
-    pyro_name: str | None = None
-    binarize: bool = False
-    labels: bool = False
-    vae: VAE | None = None
-
-    @classmethod
-    def from_vae(cls, vae: VAE) -> Programs:
-        return cls(
-            model=vae.model,
-            guide=vae.guide,
-            modules=vae,
-            pyro_name=vae.pyro_name,
-            binarize=vae.likelihood.binary,
-            labels=vae.config.num_classes > 0,
-            vae=vae,
-        )
-
-
 class TrainingStep(Protocol):
     """One optimizer update per call; its state (the optimizer's moments, the schedule) saves and restores."""
 
@@ -199,26 +172,25 @@ class TrainingStep(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
-def make_step(programs: VAE | Programs, config: TrainConfig, *, elbo: ELBO | None = None) -> TrainingStep:
+def make_step(program: VAE | UserProgram, config: TrainConfig, *, elbo: ELBO | None = None) -> TrainingStep:
     """The training step named by ``config.elbo`` (or SVI with the Pyro ELBO instance ``elbo``), for the built-in
-    :class:`~ppl_vae.vae.VAE` or a user's :class:`Programs`. The parts ``config`` names are checked first
-    (:func:`ppl_vae.parts.check_train`)."""
+    :class:`~ppl_vae.vae.VAE` or a :class:`~ppl_vae.programs.UserProgram`. The parts ``config`` names are checked
+    first (:func:`ppl_vae.parts.check_train`)."""
     from ppl_vae.parts import check_train  # parts imports this module's registries
 
     check_train(config)
-    if not isinstance(programs, Programs):
-        programs = Programs.from_vae(programs)
+    program = as_user_program(program)
     if elbo is not None:
         if config.elbo != "trace":
             raise InputError(f"pass either elbo= (a Pyro ELBO instance) or TrainConfig(elbo={config.elbo!r}), not both")
         if not isinstance(elbo, ELBO):
             raise InputError(f"elbo= must be a Pyro ELBO instance (e.g. TraceEnum_ELBO()), got {type(elbo).__name__}")
-        return SVIStep(programs, config, lambda sites: elbo, latent_scaled=is_latent_scaled(config))
-    step = OBJECTIVES.get(config.elbo)(programs, config)
+        return SVIStep(program, config, lambda sites: elbo, latent_scaled=is_latent_scaled(config))
+    step = OBJECTIVES.get(config.elbo)(program, config)
     if is_latent_scaled(config) and not step.latent_scaled:
         raise InputError(
             f"--elbo {config.elbo} takes no --beta/--anneal (got --beta {config.beta} --anneal {config.anneal}): "
-            "use --elbo trace, meanfield, jit, enum or tracegraph"
+            "use --elbo trace, meanfield, jit, enum, tracegraph or stl"
         )
     return step
 
@@ -236,23 +208,23 @@ class SVIStep:
 
     def __init__(
         self,
-        programs: Programs,
+        program: UserProgram,
         config: TrainConfig,
         make_elbo: Callable[[ProgramSites], ELBO],
         *,
         latent_scaled: bool = False,
         fixed_batch_shape: bool = False,
         quiet: tuple[str, ...] = (),
-        check: Callable[[Programs, ProgramSites, torch.Tensor, tuple], None] | None = None,
+        check: Callable[[UserProgram, ProgramSites, torch.Tensor, tuple], None] | None = None,
     ):
-        self.programs = programs
+        self.program = program
         self.config = config
         self.make_elbo = make_elbo
         self.latent_scaled = latent_scaled
         self.fixed_batch_shape = fixed_batch_shape
         self.quiet = quiet  # messages of known, harmless warnings that this step silences
         self.check = check
-        self.optim = pyro_optimizer(config, programs.pyro_name)
+        self.optim = pyro_optimizer(config, program.pyro_name)
         self.sites: ProgramSites | None = None
         self.elbo: ELBO | None = None
         self.svi: SVI | None = None
@@ -262,11 +234,11 @@ class SVIStep:
         :meth:`loss` does it)."""
         if self.svi is not None:
             return
-        model, guide = self.programs.model, self.programs.guide
+        model, guide = self.program.model, self.program.guide
         sites = inspect_programs(model, guide, x, *args)
         scaled_sites = _scaled_sites(self.config, sites)
         if self.check is not None:
-            self.check(self.programs, sites, x, args)
+            self.check(self.program, sites, x, args)
         if self.latent_scaled:
             model, guide = _scaled(model, scaled_sites), _scaled(guide, scaled_sites)
         self.sites, self.elbo = sites, self.make_elbo(sites)
@@ -307,15 +279,15 @@ class SVIStep:
             return self.elbo.differentiable_loss(self.svi.model, self.svi.guide, x, *self._arguments(x, args, beta_t))
 
     def state_dict(self) -> dict:
-        if self.programs.pyro_name is None:
+        if self.program.pyro_name is None:
             return self.optim.get_state()
         return {user_param_name(name): state for name, state in self.optim.get_state().items()}
 
     def load_state_dict(self, state: dict) -> None:
-        if self.programs.pyro_name is None:
+        if self.program.pyro_name is None:
             self.optim.set_state(state)
             return
-        pyro_name = self.programs.pyro_name
+        pyro_name = self.program.pyro_name
         self.optim.set_state({param_with_module_name(pyro_name, name): value for name, value in state.items()})
 
 
@@ -342,31 +314,32 @@ def _svi_objective(name: str, elbo_class, elbo_options: dict | None = None, **op
     """Register ``name``: SVI with ``elbo_class(**elbo_options)`` (built from the first minibatch's sites) and the
     :class:`SVIStep` ``options``."""
 
-    def build(programs: Programs, config: TrainConfig) -> TrainingStep:
+    def build(program: UserProgram, config: TrainConfig) -> TrainingStep:
         def make_elbo(sites: ProgramSites) -> ELBO:
             return elbo_class(**_elbo_options(config, sites), **(elbo_options or {}))
 
-        return SVIStep(programs, config, make_elbo, latent_scaled=is_latent_scaled(config), **options)
+        return SVIStep(program, config, make_elbo, latent_scaled=is_latent_scaled(config), **options)
 
     OBJECTIVES.register(name)(build)
 
 
-def require_meanfield(programs: Programs, sites: ProgramSites, x: torch.Tensor, args: tuple) -> None:
+def require_meanfield(program: UserProgram, sites: ProgramSites, x: torch.Tensor, args: tuple) -> None:
     """An :class:`InputError` unless ``TraceMeanField_ELBO`` is exact in expectation for the programs on ``x``.
 
     Pyro's estimator needs, at every latent site, a closed-form ``KL(q || p)`` registered with
     ``torch.distributions.kl`` (elsewhere it silently falls back to the Monte Carlo KL, which would make ``meanfield``
     another name for ``trace``), and a mean-field guide: with q(z2 | z1) the closed form at z1 integrates z1 out while
-    the model's p(z1 | z2) holds a z2 drawn from z1, which biases the objective. Both are read from one trace of the
-    programs (:func:`ppl_vae.programs.latent_dependencies` for the guide's structure); the RNG is left as it was.
+    the model's p(z1 | z2) holds a z2 drawn from z1, which biases the objective. Both are read from two draws of the
+    programs (:func:`ppl_vae.programs.latent_parents` for the guide's structure); the RNG is left as it was.
     """
-    guide_trace, model_trace = trace_programs(programs.model, programs.guide, x, *args)
+    with rng_preserved(x.device), poutine.block():
+        guide_trace, model_trace, _ = importance_traces(program.model, program.guide, x, 2, *args, sites=sites)
     for name in sites.latent:
         q, p = guide_trace.nodes[name]["fn"], model_trace.nodes[name]["fn"]
         try:
             kl_divergence(q, p)
         except NotImplementedError:
-            vae = programs.vae
+            vae = _builtin_vae(program)
             what = (
                 f"--guide {vae.config.guide} with --prior {vae.config.prior}"
                 if vae is not None
@@ -376,7 +349,7 @@ def require_meanfield(programs: Programs, sites: ProgramSites, x: torch.Tensor, 
                 f"--elbo meanfield needs a closed-form KL(q || p) at latent site {name!r}, which Pyro lacks for "
                 f"{what}: use --elbo trace (Monte Carlo KL)"
             ) from None
-    for name, parents in latent_dependencies(programs.guide, x, *args, sites=sites).items():
+    for name, parents in latent_parents(program.guide, guide_trace, x, *args, sites=sites).items():
         if parents:
             given = ", ".join(parents)
             raise InputError(
@@ -385,7 +358,15 @@ def require_meanfield(programs: Programs, sites: ProgramSites, x: torch.Tensor, 
             )
 
 
-def require_enumerated(programs: Programs, sites: ProgramSites, x: torch.Tensor, args: tuple) -> None:
+def _builtin_vae(program: UserProgram) -> VAE | None:
+    """The built-in VAE behind ``program`` (:func:`~ppl_vae.programs.as_user_program` makes it the modules), for the
+    hand-written steps and for messages that name its flags; ``None`` for a user's program."""
+    from ppl_vae.vae import VAE  # vae.py imports parts.py, which imports this module's registries
+
+    return program.modules if isinstance(program.modules, VAE) else None
+
+
+def require_enumerated(program: UserProgram, sites: ProgramSites, x: torch.Tensor, args: tuple) -> None:
     """An :class:`InputError` unless the guide marks a latent site for enumeration: ``TraceEnum_ELBO`` with nothing to
     sum out is ``trace`` under another name (Pyro only warns)."""
     if not sites.enumerated:
@@ -400,6 +381,75 @@ def _describe(fn) -> str:
     """``Normal``, or ``Independent(Normal)`` for a distribution with reinterpreted batch dimensions."""
     base = getattr(fn, "base_dist", None)
     return f"{type(fn).__name__}({type(base).__name__})" if base is not None else type(fn).__name__
+
+
+class TraceSTL_ELBO(Trace_ELBO):
+    """ "Sticking the landing" (STL; Roeder, Wu and Duvenaud 2017) for any program: Pyro's ``Trace_ELBO`` whose
+    gradient drops, at every reparameterized latent site of the guide, the score term ``d log q(z; phi) / d phi`` at
+    fixed ``z``.
+
+    For ``z = g(eps; phi)`` the Monte Carlo ELBO ``log p(x, z) - log q(z; phi)`` has the gradient::
+
+        d/dphi [log p(x, z) - log q(z; phi)]  =  (d/dz [log p(x, z) - log q(z; phi)]) dz/dphi   -   (d/dphi log q)(z)
+                                                  path derivative (kept)                           score term (dropped)
+
+    The score term has mean zero under q, so the gradient stays unbiased, and it is exactly the part of the noise
+    that does not vanish when q is the posterior. The value, and the loss reported, are those of ``Trace_ELBO``.
+
+    How: the guide is traced as ``Trace_ELBO`` traces it (values with their reparameterized gradient paths), then
+    replayed once more on the same values *detached*. Every distribution of that replay depends on the parameters
+    only (never on a latent value), so its masked and scaled ``log q`` at the detached values has the score term as
+    its gradient; each site's surrogate term ``log q`` becomes ``log q - (score - stop_gradient(score))``: the same
+    value, the gradient of ``log q`` at detached parameters. Detaching the values rather than the parameters needs no
+    knowledge of where the parameters live (``pyro.module``, ``pyro.param``, ``PyroModule``, a closure), and keeps
+    the path through a parent in a dependent guide q(z2 | z1; phi), whose ``z1`` is part of ``z``. Masks and scales
+    (β, subsampling) apply as in ``Trace_ELBO``. The replay draws nothing at sample sites and leaves the RNG as it
+    was, so STL sees the same draws as ``Trace_ELBO`` with the same seed; randomness of the guide's own outside its
+    sample sites (dropout in training mode) is drawn afresh in the replay, so keep such modules in eval mode.
+
+    Raises :class:`~ppl_vae.errors.InputError` for a latent site without a reparameterized sampler (discrete): it has
+    no path derivative, and its score term is its whole gradient.
+    """
+
+    def _get_trace(self, model, guide, args, kwargs):
+        model_trace, guide_trace = super()._get_trace(model, guide, args, kwargs)
+        latent = {
+            name: site
+            for name, site in guide_trace.nodes.items()
+            if site["type"] == "sample" and not site["is_observed"]
+        }
+        _require_rsample(latent)
+        if not latent or not torch.is_grad_enabled():  # the value is Trace_ELBO's; only gradients change
+            return model_trace, guide_trace
+        fixed = poutine.Trace()
+        for name, site in latent.items():
+            fixed.add_node(name, **{**site, "value": site["value"].detach()})
+        device = next(iter(latent.values()))["value"].device
+        with rng_preserved(device):
+            scored = poutine.trace(poutine.replay(guide, trace=fixed)).get_trace(*args, **kwargs)
+        scored.compute_log_prob(lambda name, site: name in latent)
+        for name, site in latent.items():
+            score = scored.nodes[name]["log_prob"]
+            log_prob, score_function, entropy = site["score_parts"]
+            site["score_parts"] = ScoreParts(log_prob, score_function, entropy - (score - score.detach()))
+        return model_trace, guide_trace
+
+
+def _require_rsample(latent: dict) -> None:
+    """An :class:`InputError` naming the first of the guide's latent sites (name -> site) without ``rsample``."""
+    for name, site in latent.items():
+        if not site["fn"].has_rsample:
+            raise InputError(
+                f"--elbo stl needs reparameterized latent sites, but {name!r} is a {type(site['fn']).__name__} "
+                "without rsample (discrete): use --elbo trace, tracegraph or enum"
+            )
+
+
+def require_reparameterized(program: UserProgram, sites: ProgramSites, x: torch.Tensor, args: tuple) -> None:
+    """:class:`TraceSTL_ELBO`'s refusal of a latent site without ``rsample``, made before the first update (where
+    Pyro would first warn about a site marked for enumeration)."""
+    guide_trace, _ = trace_programs(program.model, program.guide, x, *args)
+    _require_rsample({name: guide_trace.nodes[name] for name in sites.latent})
 
 
 _svi_objective("trace", Trace_ELBO)
@@ -420,6 +470,7 @@ _svi_objective(
 )
 _svi_objective("enum", TraceEnum_ELBO, check=require_enumerated)
 _svi_objective("tracegraph", TraceGraph_ELBO)
+_svi_objective("stl", TraceSTL_ELBO, check=require_reparameterized)
 
 
 def _no_latent_scale(config: TrainConfig) -> None:
@@ -432,8 +483,8 @@ def _no_latent_scale(config: TrainConfig) -> None:
 
 
 @OBJECTIVES.register("iwae", requires=_no_latent_scale)
-def iwae_step(programs: Programs, config: TrainConfig) -> TrainingStep:
-    return SVIStep(programs, config, lambda sites: RenyiELBO(alpha=0.0, **_elbo_options(config, sites)))
+def iwae_step(program: UserProgram, config: TrainConfig) -> TrainingStep:
+    return SVIStep(program, config, lambda sites: RenyiELBO(alpha=0.0, **_elbo_options(config, sites)))
 
 
 class ReferenceStep:
@@ -446,8 +497,8 @@ class ReferenceStep:
     fixed_batch_shape = False
     latent_scaled = False
 
-    def __init__(self, programs: Programs, config: TrainConfig, elbo_fn: Callable[..., torch.Tensor]):
-        vae = programs.vae
+    def __init__(self, program: UserProgram, config: TrainConfig, elbo_fn: Callable[..., torch.Tensor]):
+        vae = _builtin_vae(program)
         if vae is None:
             raise InputError(f"--elbo {config.elbo} is the hand-written loss of the built-in VAE, not of custom ones")
         model = vae.config
@@ -496,15 +547,15 @@ class ReferenceStep:
 
 
 @OBJECTIVES.register("reference-mc")
-def reference_mc_step(programs: Programs, config: TrainConfig) -> TrainingStep:
-    return ReferenceStep(programs, config, reference.elbo_monte_carlo_kl)
+def reference_mc_step(program: UserProgram, config: TrainConfig) -> TrainingStep:
+    return ReferenceStep(program, config, reference.elbo_monte_carlo_kl)
 
 
 @OBJECTIVES.register("reference-analytic")
-def reference_analytic_step(programs: Programs, config: TrainConfig) -> TrainingStep:
-    return ReferenceStep(programs, config, reference.elbo_analytic_kl)
+def reference_analytic_step(program: UserProgram, config: TrainConfig) -> TrainingStep:
+    return ReferenceStep(program, config, reference.elbo_analytic_kl)
 
 
-@OBJECTIVES.register("stl")
-def stl_step(programs: Programs, config: TrainConfig) -> TrainingStep:
-    return ReferenceStep(programs, config, reference.elbo_stl)
+@OBJECTIVES.register("reference-stl")
+def reference_stl_step(program: UserProgram, config: TrainConfig) -> TrainingStep:
+    return ReferenceStep(program, config, reference.elbo_stl)

@@ -22,6 +22,10 @@ where each site's log-density is summed over its event dimensions and over every
 multiplied by its mask (``poutine.mask``, ``obs_mask``, ``Distribution.mask``: a masked-out term contributes nothing,
 exactly as in Pyro's ELBOs) and **not** by its scale (β, subsampling): evaluation estimates the true ``log p(x)``.
 
+A pair that keeps the contract travels with the modules holding its weights as a :class:`UserProgram` (what training,
+run folders and the KL lab take; the built-in VAE becomes one with :func:`as_user_program`). Which latent sites a
+site's distribution depends on, in the guide or in the model, is found by one mechanism: :func:`latent_parents`.
+
 Example::
 
     sites = inspect_programs(vae.model, vae.guide, x)          # ProgramSites(data_plate='data', latent=('z',), ...)
@@ -30,16 +34,19 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import pyro
 import torch
 from pyro import poutine
+from pyro.distributions.torch_distribution import MaskedDistribution
 from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import site_is_subsample
+from torch import nn
 
 from ppl_vae.errors import InputError
+from ppl_vae.heads import HeadLayer
 
 IMPORTANCE_PLATE = "importance_samples"
 """The name of the workbench's own plate of samples, placed left of every user plate."""
@@ -69,6 +76,93 @@ class ProgramSites:
     def sample_dim(self) -> int:
         """The dimension of the workbench's plate of samples: left of every user plate."""
         return -(self.max_plate_nesting + 1)
+
+
+@dataclass(frozen=True)
+class UserProgram:
+    """A model and guide keeping the program contract, with the modules that hold their weights: what training, the
+    run folders and the KL lab take, for a user's programs (what ``build(spec)`` returns, see
+    :mod:`ppl_vae.user_program`) and the built-in VAE alike (:func:`as_user_program`).
+
+    Attributes:
+        model, guide: Pyro programs ``model(x, *args)`` / ``guide(x, *args)`` keeping the program contract (see the
+            module's docstring): one data plate over the examples of ``x`` ``(B, D)``, any latent site names.
+        modules: the ``nn.Module``, or a dict of name -> ``nn.Module``, holding every trained parameter (a dict
+            becomes an ``nn.ModuleDict``; its names are the groups of the KL lab's gradient variance). The programs
+            register them with ``pyro.module`` under names that do not change between processes (or see
+            ``pyro_name``). Moved to the training device and saved in checkpoints.
+        binary: the likelihood reads 0/1 pixels: train on images binarized afresh per minibatch, evaluate on test
+            images binarized once with a fixed seed (as the built-in Bernoulli VAE); grey levels in [0, 1] otherwise.
+        labels: the programs take the class labels ``y`` ``(B,)`` int64 as their second argument.
+        encode: optional ``encode(x[, y]) -> (B, d)``, a point summary of the code of each example (``latent.png``).
+        reconstruct: optional ``reconstruct(x[, y]) -> (B, D)``, pixel means in [0, 1] (``reconstructions.png``).
+        sample: optional ``sample(n[, y]) -> (n, D)``, pixel means of p(x | z) for ``z`` from the prior, ``y`` ``(n,)``
+            classes when ``labels`` (``samples.png``).
+        scale_head: optional :class:`~ppl_vae.heads.HeadLayer`: where the Normal guide's scale head sits and how to
+            rebuild the program with another head (the KL lab's heads study, ``--heads``).
+        pyro_name: the name of the one ``pyro.module`` that registers every parameter when it is specific to this
+            process (the built-in VAE's ``vae0``): taken off the parameters' names in the saved optimizer state, so
+            that a run resumes in another process; ``None`` keeps the parameter store's names.
+    """
+
+    model: Callable
+    guide: Callable
+    modules: nn.Module
+    binary: bool = False
+    labels: bool = False
+    encode: Callable | None = None
+    reconstruct: Callable | None = None
+    sample: Callable | None = None
+    scale_head: HeadLayer | None = None
+    pyro_name: str | None = None
+
+    def __post_init__(self):
+        for name in ("model", "guide"):
+            if not callable(getattr(self, name)):
+                raise InputError(f"UserProgram: {name} must be a Pyro program (callable), got {getattr(self, name)!r}")
+        modules = self.modules
+        if isinstance(modules, Mapping):
+            if not all(isinstance(key, str) and isinstance(value, nn.Module) for key, value in modules.items()):
+                raise InputError("UserProgram: modules must map names (str) to nn.Module")
+            modules = nn.ModuleDict(modules)
+        if not isinstance(modules, nn.Module):
+            kind = type(modules).__name__
+            raise InputError(f"UserProgram: modules must be an nn.Module or a dict of them, got {kind}")
+        if next(modules.parameters(), None) is None:
+            raise InputError("UserProgram: modules hold no parameters: pass the nn.Modules the programs train")
+        object.__setattr__(self, "modules", modules)
+        for name in ("binary", "labels"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"UserProgram: {name} must be True or False, got {getattr(self, name)!r}")
+        for name in ("encode", "reconstruct", "sample"):
+            if getattr(self, name) is not None and not callable(getattr(self, name)):
+                raise InputError(f"UserProgram: {name} must be a callable or None, got {getattr(self, name)!r}")
+        if self.scale_head is not None and not isinstance(self.scale_head, HeadLayer):
+            raise InputError(f"UserProgram: scale_head must be a HeadLayer or None, got {self.scale_head!r}")
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the modules' first parameter."""
+        return next(self.modules.parameters()).device
+
+
+def as_user_program(trained) -> UserProgram:
+    """``trained`` itself, or the built-in :class:`~ppl_vae.vae.VAE` seen as a :class:`UserProgram` (its programs,
+    the VAE as the modules, its ``pyro_name``, and its ``encode`` (the guide's ``loc``), ``reconstruct`` and
+    ``sample``), so that code serving both handles one kind of object."""
+    if isinstance(trained, UserProgram):
+        return trained
+    return UserProgram(
+        trained.model,
+        trained.guide,
+        trained,
+        binary=trained.likelihood.binary,
+        labels=trained.config.num_classes > 0,
+        encode=lambda x, *args: trained.encode(x, *args)[0],
+        reconstruct=trained.reconstruct,
+        sample=trained.sample,
+        pyro_name=trained.pyro_name,
+    )
 
 
 def is_random_site(site: dict) -> bool:
@@ -155,38 +249,6 @@ def trace_programs(model: Callable, guide: Callable, x: torch.Tensor, *args):
         guide_trace = poutine.trace(guide).get_trace(x, *args)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, *args)
     return guide_trace, model_trace
-
-
-def latent_dependencies(guide: Callable, x: torch.Tensor, *args, sites: ProgramSites) -> dict[str, tuple[str, ...]]:
-    """For each latent site of ``guide``, the other latent sites whose values its distribution depends on: every entry
-    ``()`` for a mean-field guide; ``{"z1": (), "z2": ("z1",)}`` for q(z1 | x) q(z2 | z1).
-
-    The guide runs once to draw values, then again with every latent site conditioned on its value as a fresh leaf
-    tensor; site ``s`` depends on site ``u`` when the autograd graph of ``log q_s`` at its own (detached) value reaches
-    ``u``'s leaf. Only real-valued latent values can be leaves: a dependence on a discrete (integer) latent site is not
-    seen. The RNG is left as it was.
-    """
-    with poutine.block(), rng_preserved(x.device):
-        with torch.no_grad():
-            drawn = poutine.trace(guide).get_trace(x, *args)
-        leaves = {}
-        for name in sites.latent:
-            value = drawn.nodes[name]["value"].detach()
-            leaves[name] = value.clone().requires_grad_() if value.is_floating_point() else value
-        with torch.enable_grad():
-            conditioned = poutine.trace(poutine.condition(guide, data=leaves)).get_trace(x, *args)
-            dependencies = {}
-            for name in sites.latent:
-                site = conditioned.nodes[name]
-                others = [other for other in sites.latent if other != name and leaves[other].requires_grad]
-                log_prob = site["fn"].log_prob(site["value"].detach())
-                if not others or not log_prob.requires_grad:
-                    dependencies[name] = ()
-                    continue
-                inputs = [leaves[other] for other in others]
-                grads = torch.autograd.grad(log_prob.sum(), inputs, retain_graph=True, allow_unused=True)
-                dependencies[name] = tuple(other for other, grad in zip(others, grads, strict=True) if grad is not None)
-    return dependencies
 
 
 def rng_preserved(device: torch.device):
@@ -314,44 +376,79 @@ def _trace_shape(guide_trace, sites: ProgramSites) -> tuple[int, int]:
     return sizes[IMPORTANCE_PLATE], sizes[sites.data_plate]
 
 
-def conditioned_sites(program: Callable, program_trace, guide_trace, x: torch.Tensor, *args, sites: ProgramSites):
-    """The latent sites whose distribution in ``program`` depends on the values of other latent sites.
+def latent_parents(program: Callable, guide_trace, x: torch.Tensor, *args, sites: ProgramSites):
+    """For each latent site, the other latent sites whose values its distribution in ``program`` (the guide, or the
+    model) depends on directly: ``{"z1": (), "z2": ()}`` for a mean-field guide, ``{"z1": (), "z2": ("z1",)}`` for
+    q(z1 | x) q(z2 | z1); of the model p(z2) p(z1 | z2), ``{"z1": ("z2",), "z2": ()}``.
 
-    ``guide_trace`` and ``program_trace`` come from :func:`importance_traces` (``program`` is the model, replayed on
-    the guide's draws, or the guide itself). ``program`` is replayed once more with the values of every latent site
-    shifted by one draw and one example (``roll`` along the sample and the data dimension), so that each site's
-    parents take other values while ``x`` and ``args`` stay; a site whose distribution gives a different
-    ``log_prob`` at the same point then depends on another latent site. The replay draws nothing and leaves the RNG
-    as it was. With a single draw of a single example nothing can be shifted: every site counts as conditioned.
+    ``guide_trace`` comes from :func:`importance_traces` (its first two draws are used). ``program`` is replayed on
+    those draws once as they are and once per latent site ``u`` with only ``u``'s values shifted by one draw and one
+    example (``roll`` along the sample and data dimensions: the shifted values are values of ``u``'s support,
+    whatever it is, real, integer or simplex); a site depends on ``u`` when its distribution gives another
+    ``log_prob`` at its own unshifted value (masks of the distribution taken off, so a masked-out site shows its
+    dependence too). Every replay starts from the same RNG state and draws nothing at sample sites, so randomness of
+    the program's own (dropout) is the same in each and does not look like a dependence; the RNG is left as it was.
 
-    Returns a ``frozenset`` of site names.
+    This sees every direct dependence: through non-differentiable operations (rounding, comparisons, indexing) and on
+    discrete latent sites alike. A shift that changes none of ``u``'s values (one draw of one example, or a discrete
+    site with a single value everywhere) reveals nothing, and every other site then counts as depending on ``u``: the
+    safe side for each caller (a Monte Carlo KL rather than a closed form; ``meanfield`` refused).
+
+    Returns:
+        ``{site: parents}``, one entry per latent site in ``sites.latent`` order, parents in that order too.
     """
-    num_samples, num_examples = _trace_shape(guide_trace, sites)
-    if num_samples == 1 and num_examples == 1:
-        return frozenset(sites.latent)
-    shifted = poutine.Trace()
+    num_samples = min(2, _trace_shape(guide_trace, sites)[0])
+    drawn, shifted, moved = poutine.Trace(), {}, set()
     for name in sites.latent:
         site = guide_trace.nodes[name]
-        batch_dims = site["value"].dim() - site["fn"].event_dim
-        dims = [batch_dims + dim for dim in (sites.sample_dim, sites.data_dim) if batch_dims + dim >= 0]
-        shifted.add_node(name, **{**site, "value": site["value"].roll([1] * len(dims), dims)})
-    with (
-        torch.no_grad(),
-        poutine.block(),
-        rng_preserved(x.device),
-        pyro.plate(IMPORTANCE_PLATE, num_samples, dim=sites.sample_dim),
-    ):
-        replayed = poutine.trace(poutine.replay(program, trace=shifted)).get_trace(x, *args)
-    conditioned = set()
-    for name in sites.latent:
-        point = shifted.nodes[name]["value"]
-        before = program_trace.nodes[name]["fn"].log_prob(point)
-        after = replayed.nodes[name]["fn"].log_prob(point)
-        tolerance = 16 * torch.finfo(before.dtype).eps
-        same = before.shape == after.shape and torch.allclose(before, after, tolerance, tolerance, equal_nan=True)
-        if not same:
-            conditioned.add(name)
-    return frozenset(conditioned)
+        value = site["value"]
+        batch_dims = value.dim() - site["fn"].event_dim
+        sample_dim, data_dim = batch_dims + sites.sample_dim, batch_dims + sites.data_dim
+        if sample_dim >= 0:
+            value = value.narrow(sample_dim, 0, num_samples)
+        drawn.add_node(name, **{**site, "value": value})
+        dims = [dim for dim in (sample_dim, data_dim) if dim >= 0]
+        shifted[name] = value.roll([1] * len(dims), dims)
+        if not torch.equal(shifted[name], value):
+            moved.add(name)
+
+    def replay(trace):
+        with rng_preserved(x.device):
+            return poutine.trace(poutine.replay(program, trace=trace)).get_trace(x, *args)
+
+    def log_probs(trace) -> dict[str, torch.Tensor]:
+        return {name: _unmasked(trace.nodes[name]["fn"]).log_prob(drawn.nodes[name]["value"]) for name in sites.latent}
+
+    with torch.no_grad(), poutine.block(), pyro.plate(IMPORTANCE_PLATE, num_samples, dim=sites.sample_dim):
+        before = log_probs(replay(drawn))
+        parents = {name: [] for name in sites.latent}
+        for parent in sites.latent:
+            others = [name for name in sites.latent if name != parent]
+            if parent not in moved:
+                for name in others:
+                    parents[name].append(parent)
+                continue
+            one_shifted = poutine.Trace()
+            for name, site in drawn.nodes.items():
+                one_shifted.add_node(name, **{**site, "value": shifted[name] if name == parent else site["value"]})
+            after = log_probs(replay(one_shifted))
+            for name in others:
+                if not _same(before[name], after[name]):
+                    parents[name].append(parent)
+    return {name: tuple(p for p in sites.latent if p in parents[name]) for name in sites.latent}
+
+
+def _unmasked(fn):
+    """``fn`` without its outer ``MaskedDistribution`` wrappers (``Distribution.mask``)."""
+    while isinstance(fn, MaskedDistribution):
+        fn = fn.base_dist
+    return fn
+
+
+def _same(before: torch.Tensor, after: torch.Tensor) -> bool:
+    """Equal log-densities, up to a few units of rounding (replays of the same computation)."""
+    tolerance = 16 * torch.finfo(before.dtype).eps
+    return before.shape == after.shape and torch.allclose(before, after, tolerance, tolerance, equal_nan=True)
 
 
 def log_importance_weights(

@@ -38,6 +38,8 @@ from ppl_vae.config import require_int
 from ppl_vae.data import Dataset
 from ppl_vae.diagnostics import ACTIVE_UNIT_THRESHOLD, MIN_KHAT_SAMPLES, check_samples, diagnose
 from ppl_vae.errors import InputError
+from ppl_vae.evaluate import program_test_set
+from ppl_vae.programs import as_user_program
 from ppl_vae.tables import table
 
 REPORT_JSON = "report.json"
@@ -74,18 +76,17 @@ class ReportConfig:
 
 def write_report(trained, data: Dataset, run_dir: str | Path, k: int, options: ReportConfig | None = None) -> dict:
     """Diagnose ``trained`` (the built-in :class:`~ppl_vae.vae.VAE` or a user's
-    :class:`~ppl_vae.user_program.UserProgram`) on ``data``'s test set with ``k`` importance samples per example and
+    :class:`~ppl_vae.programs.UserProgram`) on ``data``'s test set with ``k`` importance samples per example and
     write the report files into ``run_dir`` (``options``: :class:`ReportConfig`, its defaults when ``None``); returns
     the contents of ``report.json``. A program that takes labels gets the test labels in every computation."""
     from ppl_vae import plots
     from ppl_vae.arviz_export import to_inference_data
     from ppl_vae.inference_gap import inference_gap
-    from ppl_vae.user_program import as_user_program
 
     options = options or ReportConfig()
     run_dir = Path(run_dir)
     program = as_user_program(trained)
-    x_test, y_test = program.test_set(data)
+    x_test, y_test = program_test_set(program, data)
     options.check(k, x_test.shape[0])
     diagnostics = diagnose(program.model, program.guide, x_test, k=k, y=y_test)
     report = diagnostics.to_json()

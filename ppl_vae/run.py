@@ -32,6 +32,7 @@ import json
 import time
 from pathlib import Path
 
+import pyro
 import torch
 
 from ppl_vae.checkpoint import (
@@ -45,11 +46,12 @@ from ppl_vae.checkpoint import (
 from ppl_vae.config import EvalConfig, ModelConfig, ProgramSpec, RunConfig
 from ppl_vae.data import Dataset, load_dataset
 from ppl_vae.errors import InputError
-from ppl_vae.evaluate import elbo, iwae_log_likelihood
+from ppl_vae.evaluate import elbo, iwae_log_likelihood, program_test_set
 from ppl_vae.parts import check_run
+from ppl_vae.programs import UserProgram, as_user_program
 from ppl_vae.report import ReportConfig, write_report
 from ppl_vae.train import fit, seed_everything, with_lr_horizon
-from ppl_vae.user_program import UserProgram, as_user_program, build_program, fit_program
+from ppl_vae.user_program import build_program
 from ppl_vae.vae import VAE
 
 PLOT_FILES = ("elbo.png", "reconstructions.png", "samples.png", "latent.png")
@@ -105,7 +107,7 @@ def require_trusted(run_dir: str | Path, config: RunConfig, trust_program: bool)
 
 def load(run_dir: str | Path, device: str | torch.device = "cpu", *, trust_program: bool = False) -> VAE | UserProgram:
     """The trained model of a run folder, rebuilt from ``config.json`` and loaded with ``weights_only=True``: the
-    :class:`~ppl_vae.vae.VAE` of a built-in run, the :class:`~ppl_vae.user_program.UserProgram` of a program run
+    :class:`~ppl_vae.vae.VAE` of a built-in run, the :class:`~ppl_vae.programs.UserProgram` of a program run
     (whose build function is imported and called only with ``trust_program=True``)."""
     config = load_config(run_dir)
     require_trusted(run_dir, config, trust_program)
@@ -136,7 +138,9 @@ def train_run(
     ``train``'s ``epochs`` and ``device``); for a program run only with ``trust_program=True`` (the program comes
     from the folder). Without it, a folder that already holds a run is refused, so nothing is overwritten.
 
-    A program run trains in a cleared Pyro parameter store (see :func:`~ppl_vae.user_program.fit_program`).
+    A program run trains in a cleared Pyro parameter store: its ``pyro.module`` names are fixed by the user's code, so
+    parameters left in the store under the same names (by an earlier build of the same program in this process)
+    would otherwise be refused by the guards (:mod:`ppl_vae.guards`), as they would train instead of the program's.
     """
     run_dir = Path(run_dir)
     if resume:
@@ -159,8 +163,9 @@ def train_run(
         _load_weights(trained, run_dir, config.train.device)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_json(run_dir / CONFIG_FILE, json.loads(config.to_json()))
-    train = fit if isinstance(trained, VAE) else fit_program
-    history = train(trained, data, config.train, run_dir=run_dir, resume=resume, progress=progress)
+    if config.program is not None:
+        pyro.clear_param_store()
+    history = fit(trained, data, config.train, run_dir=run_dir, resume=resume, progress=progress)
     metrics = evaluate_vae(trained, data, config.evaluation)
     metrics.update(
         train_elbo=history[-1]["train_elbo"],
@@ -184,7 +189,7 @@ def evaluate_vae(
     ``log_likelihood=False`` leaves the IWAE estimate out, for a caller that gets it from the diagnostics' draws.
     """
     program = as_user_program(trained)
-    x_test, y_test = program.test_set(data)
+    x_test, y_test = program_test_set(program, data)
     test_elbo = elbo(program.model, program.guide, x_test, num_particles=evaluation.num_particles, y=y_test)
     metrics = {
         "conditional": y_test is not None,
@@ -261,7 +266,7 @@ def draw_figures(
     program = as_user_program(trained)
     shape = data.image_shape
     code = trained.code_site if isinstance(trained, VAE) else "z"
-    x_test, y_test = program.test_set(data)
+    x_test, y_test = program_test_set(program, data)
     labelled = () if y_test is None else (y_test,)
     shown = () if y_test is None else (y_test[:num_images],)
     figures = [plots.plot_training_curves(history, run_dir / "elbo.png", title=f"ELBO per epoch on {data.name}")]

@@ -1,9 +1,10 @@
 """``fit``: the training loop. SVI steps on in-memory minibatches, the test ELBO per epoch, checkpoints, resume.
 
 One loop serves the built-in VAE and a user's own Pyro programs: a VAE is adapted at once into the same
-:class:`~ppl_vae.objectives.Programs` bundle (model, guide, modules, binarize, labels) that a user's programs make::
+:class:`~ppl_vae.programs.UserProgram` (model, guide, modules, binary, labels) that a user's programs make::
 
     history = fit(vae, load_dataset("digits"), TrainConfig(epochs=10))
+    history = fit(program, data, config)                          # program: a UserProgram
     history = fit(model=model, guide=guide, modules={"encoder": encoder, "decoder": decoder}, data=data)
 
 Each epoch shuffles the training set with a seeded ``torch.Generator``, slices minibatches from the tensors (no
@@ -46,7 +47,8 @@ from ppl_vae.config import TrainConfig
 from ppl_vae.data import Dataset, binarize, minibatches
 from ppl_vae.errors import InputError
 from ppl_vae.guards import check_gradients, check_registration, forget_gradients
-from ppl_vae.objectives import Programs, TrainingStep, latent_scale, make_step
+from ppl_vae.objectives import TrainingStep, latent_scale, make_step
+from ppl_vae.programs import UserProgram, as_user_program
 from ppl_vae.vae import VAE
 
 
@@ -70,7 +72,7 @@ def with_lr_horizon(config: TrainConfig, num_examples: int, started: int | None 
 
 
 def fit(
-    vae: VAE | None = None,
+    program: VAE | UserProgram | None = None,
     data: Dataset | None = None,
     config: TrainConfig | None = None,
     *,
@@ -84,15 +86,17 @@ def fit(
     resume: bool = False,
     progress: bool = True,
 ) -> list[dict]:
-    """Train ``vae`` (or a user's ``model`` and ``guide``) on ``data.x_train``; returns the history (one dict per
-    epoch, nats per example).
+    """Train ``program`` (the built-in VAE, a :class:`~ppl_vae.programs.UserProgram`, or a user's ``model`` and
+    ``guide``) on ``data.x_train``; returns the history (one dict per epoch, nats per example).
 
     Arguments:
-        vae: the model to train, in place; moved to ``config.device``. A conditional VAE gets ``data.y_train``.
+        program: what to train, in place: the built-in :class:`~ppl_vae.vae.VAE` or a
+            :class:`~ppl_vae.programs.UserProgram` (its programs, modules, ``binary`` and ``labels``); its modules are
+            moved to ``config.device``. A conditional VAE, or a program with ``labels``, gets ``data.y_train``.
         data: the data set; ``x_train`` ``(N, D)`` grey levels in [0, 1] (``y_train`` ``(N,)`` labels if needed).
         config: epochs, batch size, objective, optimizer and learning-rate schedule, particles, beta and warm-up,
             seed, device (default ``TrainConfig()``).
-        model, guide: instead of ``vae``: Pyro programs ``model(x)`` / ``guide(x)`` (``model(x, y)`` /
+        model, guide: instead of ``program``: Pyro programs ``model(x)`` / ``guide(x)`` (``model(x, y)`` /
             ``guide(x, y)`` with ``labels``) keeping the program contract of :mod:`ppl_vae.programs` (one data plate
             over the examples, any latent sites, nested plates allowed), whose networks are registered with
             ``pyro.module`` inside them under names that stay the same between processes (the optimizer state is
@@ -115,15 +119,15 @@ def fit(
     config = TrainConfig() if config is None else config
     if data is None:
         raise InputError("fit needs data=: a Dataset (ppl_vae.load_dataset)")
-    programs = _programs(vae, data, model, guide, modules, binarize_data, labels)
-    if programs.labels and (data.y_train is None or data.y_test is None):
+    program = _program(program, data, model, guide, modules, binarize_data, labels)
+    if program.labels and (data.y_train is None or data.y_test is None):
         raise InputError(f"data set {data.name!r} has no labels: a conditional model needs y_train and y_test")
     device = torch.device(config.device)
-    programs.modules.to(device)
+    program.modules.to(device)
     x_train = data.x_train.to(device)
-    x_test = evaluate.observed_test_set(data.x_test, programs.binarize).to(device)
-    train_args = (data.y_train.to(device),) if programs.labels else ()
-    test_args = (data.y_test.to(device),) if programs.labels else ()
+    x_test, y_test = evaluate.program_test_set(program, data)
+    train_args = (data.y_train.to(device),) if program.labels else ()
+    test_args = () if y_test is None else (y_test,)
 
     checkpoint_path = Path(run_dir) / CHECKPOINT_FILE if run_dir is not None else None
     snapshot = None
@@ -137,20 +141,20 @@ def fit(
 
     seed_everything(config.seed)
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    step = make_step(programs, config, elbo=elbo)
-    history = _restore(snapshot, programs.modules, step, generator) if snapshot else []
-    first = _guarded_first_step(programs, config)
+    step = make_step(program, config, elbo=elbo)
+    history = _restore(snapshot, program.modules, step, generator) if snapshot else []
+    first = _guarded_first_step(program, config)
 
     for epoch in range(len(history) + 1, config.epochs + 1):
         started = time.perf_counter()
-        train_loss, scale = _train_epoch(step, first, programs, x_train, train_args, generator, config, epoch, progress)
+        train_loss, scale = _train_epoch(step, first, program, x_train, train_args, generator, config, epoch, progress)
         seconds = time.perf_counter() - started
         record = {"epoch": epoch, "train_elbo": -train_loss / x_train.shape[0], "seconds": seconds}
         if step.latent_scaled:
             record["latent_scale"] = scale
         if epoch % config.eval_every == 0 or epoch == config.epochs:
             test = evaluate.elbo(
-                programs.model, programs.guide, x_test, num_particles=config.eval_particles, args=test_args
+                program.model, program.guide, x_test, num_particles=config.eval_particles, args=test_args
             )
             record.update(test_elbo=test.mean, test_elbo_se=test.se)
         history.append(record)
@@ -160,46 +164,53 @@ def fit(
                 "the last finite checkpoint is kept"
             )
         if checkpoint_path is not None:
-            save_checkpoint(checkpoint_path, _snapshot(programs.modules, step, generator, history, config))
+            save_checkpoint(checkpoint_path, _snapshot(program.modules, step, generator, history, config))
         if progress:
             tqdm.write(_describe(record, config.epochs))
     return history
 
 
-def _programs(vae, data: Dataset, model, guide, modules, binarize_data: bool, labels: bool) -> Programs:
-    """The :class:`Programs` to train: the VAE's, checked against ``data``, or the user's."""
-    if vae is not None:
+def _program(program, data: Dataset, model, guide, modules, binarize_data: bool, labels: bool) -> UserProgram:
+    """The :class:`UserProgram` to train: ``program`` (a VAE checked against ``data``), or one made of the user's
+    ``model``, ``guide`` and ``modules``."""
+    if program is not None:
         if any(part is not None for part in (model, guide, modules)) or binarize_data or labels:
-            raise InputError("fit takes either a VAE or model=, guide=, modules= (with binarize_data=, labels=)")
-        if data.x_dim != vae.config.x_dim:
             raise InputError(
-                f"data set {data.name!r} has {data.x_dim} pixels per example, the VAE expects {vae.config.x_dim}"
+                "fit takes either a VAE or a UserProgram, or model=, guide=, modules= (with binarize_data=, labels=)"
             )
-        if data.num_classes > vae.config.num_classes > 0:
+        if isinstance(program, UserProgram):
+            return program
+        if not isinstance(program, VAE):
+            raise InputError(f"fit trains a VAE or a ppl_vae.UserProgram, got {type(program).__name__}")
+        if data.x_dim != program.config.x_dim:
+            raise InputError(
+                f"data set {data.name!r} has {data.x_dim} pixels per example, the VAE expects {program.config.x_dim}"
+            )
+        if data.num_classes > program.config.num_classes > 0:
             raise InputError(
                 f"data set {data.name!r} has {data.num_classes} classes, the conditional VAE knows "
-                f"{vae.config.num_classes}"
+                f"{program.config.num_classes}"
             )
-        return Programs.from_vae(vae)
+        return as_user_program(program)
     if model is None or guide is None or modules is None:
         raise InputError(
-            "fit needs a VAE, or model=, guide= and modules= (the nn.Modules they register with pyro.module)"
+            "fit needs a VAE or a UserProgram, or model=, guide= and modules= (the nn.Modules they register with "
+            "pyro.module)"
         )
-    modules = nn.ModuleDict(modules) if isinstance(modules, Mapping) else modules
-    return Programs(model, guide, modules, binarize=binarize_data, labels=labels)
+    return UserProgram(model, guide, modules, binary=binarize_data, labels=labels)
 
 
-def _guarded_first_step(programs: Programs, config: TrainConfig) -> Callable:
+def _guarded_first_step(program: UserProgram, config: TrainConfig) -> Callable:
     """``first(step, x, args, beta_t)``: the first update of the run, with the parameter guards around it (once)."""
     done = []
 
     def first(step: TrainingStep, x: torch.Tensor, args: tuple, beta_t: float | None) -> float:
         if done:
             return step(x, *args, beta_t=beta_t)
-        check_registration(programs, config, x, args)
-        forget_gradients(programs.modules)
+        check_registration(program, config, x, args)
+        forget_gradients(program.modules)
         loss = step(x, *args, beta_t=beta_t)
-        check_gradients(programs.modules)
+        check_gradients(program.modules)
         done.append(True)
         return loss
 
@@ -214,7 +225,7 @@ def _describe(record: dict, epochs: int) -> str:
 
 
 def _train_epoch(
-    step: TrainingStep, update: Callable, programs: Programs, x_train, train_args, generator, config, epoch, progress
+    step: TrainingStep, update: Callable, program: UserProgram, x_train, train_args, generator, config, epoch, progress
 ) -> tuple[float, float]:
     """One pass over the shuffled training set through ``update(step, x, args, beta_t)``; returns the summed loss
     (negative objective, nats) and the last latent scale ``β_t`` used (1 for an unscaled step)."""
@@ -227,7 +238,7 @@ def _train_epoch(
     bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", leave=False, disable=not progress, unit="batch")
     for number, index in enumerate(bar):
         x = x_train[index]
-        if programs.binarize:
+        if program.binary:
             x = binarize(x, generator)
         beta_t = None
         if step.latent_scaled:

@@ -14,6 +14,7 @@ from ppl_vae.config import TrainConfig
 from ppl_vae.data import Dataset, load_dataset
 from ppl_vae.errors import InputError
 from ppl_vae.evaluate import elbo, iwae_log_likelihood, observed_test_set
+from ppl_vae.programs import UserProgram
 from ppl_vae.run import model_config_for
 from ppl_vae.train import fit
 from ppl_vae.vae import VAE
@@ -108,14 +109,33 @@ def test_custom_model_takes_beta_and_warm_up(small):
     assert [record["latent_scale"] for record in history] == pytest.approx([2.0 * 0.75 / 4, 2.0 * 1.75 / 4])
 
 
+def test_fit_takes_a_user_program_as_it_takes_model_guide_and_modules(small):
+    """fit(UserProgram(...), data, config) and the keyword form train the same program to the same numbers."""
+    config = TrainConfig(epochs=1, batch_size=128, eval_particles=2)
+    histories = []
+    for as_program in (False, True):
+        pyro.clear_param_store()
+        model, guide, modules = student_t_vae(seed=0, hidden=16)
+        if as_program:
+            history = fit(UserProgram(model, guide, modules, binary=True), small, config, progress=False)
+        else:
+            history = fit(
+                model=model, guide=guide, modules=modules, data=small, config=config, binarize_data=True, progress=False
+            )
+        histories.append([{k: v for k, v in record.items() if k != "seconds"} for record in history])
+    assert histories[0] == histories[1]
+
+
 def test_fit_refuses_ambiguous_or_incomplete_programs(small, digits):
     pyro.clear_param_store()
     model, guide, modules = student_t_vae(seed=0, hidden=16)
     vae = VAE(model_config_for(digits, z_dim=2, hidden=(16,)))
-    with pytest.raises(InputError, match="fit needs a VAE, or model=, guide= and modules="):
+    with pytest.raises(InputError, match="fit needs a VAE or a UserProgram, or model=, guide= and modules="):
         fit(model=model, guide=guide, data=small)
-    with pytest.raises(InputError, match="fit takes either a VAE or model="):
+    with pytest.raises(InputError, match="fit takes either a VAE or a UserProgram, or model="):
         fit(vae, small, model=model, guide=guide, modules=modules)
+    with pytest.raises(InputError, match="fit trains a VAE or a ppl_vae.UserProgram, got tuple"):
+        fit((model, guide), small)
     with pytest.raises(InputError, match="fit needs data="):
         fit(model=model, guide=guide, modules=modules)
     with pytest.raises(InputError, match="data set 'small' has no labels"):

@@ -194,7 +194,7 @@ def test_compare_kl_on_the_two_layer_vae_measures_trace_and_describes_meanfield(
     text = lab.format_report(result)
     assert "meanfield is biased here" in text and "Left out of the table for that reason: meanfield." in text
     # the classic losses are of the one-latent VAE: one line, before anything is measured
-    for name in ("reference-mc", "reference-analytic", "stl"):
+    for name in ("reference-mc", "reference-analytic", "reference-stl"):
         classic = lab.LabConfig(estimators=("trace", name), repetitions=2, epochs=0)
         with pytest.raises(InputError, match=f"--elbo {name} is the hand-written classic loss: .*--latent-layers 1"):
             lab.compare_kl(vae, digits, classic)

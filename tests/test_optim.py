@@ -14,8 +14,9 @@ from torch import nn
 
 from ppl_vae.config import TrainConfig
 from ppl_vae.data import binarize_fixed
-from ppl_vae.objectives import Programs, make_step
+from ppl_vae.objectives import make_step
 from ppl_vae.optim import OPTIMIZERS, group_factor, lr_factor, parameter_name
+from ppl_vae.programs import UserProgram, as_user_program
 from ppl_vae.vae import VAE
 
 pytestmark = pytest.mark.usefixtures("float64")
@@ -55,7 +56,7 @@ def user_programs():
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", dist.Normal(loc, log_scale.exp()).to_event(1))
 
-    return Programs(model, guide, nn.ModuleDict({"encoder": encoder, "decoder": decoder}))
+    return UserProgram(model, guide, {"encoder": encoder, "decoder": decoder})
 
 
 @pytest.fixture
@@ -67,7 +68,7 @@ def x(digits):
 def test_each_group_moves_with_its_own_learning_rate(small_config, x, which, elbo):
     """SGD: theta' = theta - lr * factor(name) * gradient, with factor 0.25 for the decoder and 1 for the encoder
     (names without the VAE's process-specific Pyro prefix; a user's dotted pyro.module names)."""
-    programs = Programs.from_vae(VAE(small_config).double()) if which == "vae" else user_programs()
+    programs = as_user_program(VAE(small_config).double()) if which == "vae" else user_programs()
     modules = programs.modules
     config = TrainConfig(optim="sgd", lr=0.1, elbo=elbo, lr_factors={"decoder": 0.25})
     step = make_step(programs, config)

@@ -19,6 +19,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
 from ppl_vae import InputError, elbo, iwae_log_likelihood
+from ppl_vae.programs import importance_traces, latent_parents
 
 pytestmark = pytest.mark.usefixtures("float64")
 
@@ -466,3 +467,101 @@ def test_extra_arguments_are_sliced_per_example_and_passed_unchanged_otherwise()
         for estimate in (elbo, iwae_log_likelihood):
             values = estimate(model, guide, x, 4, batch_size=batch_size, args=args).per_example
             torch.testing.assert_close(values, expected, rtol=0, atol=1e-12)
+
+
+# ---------------------------------------------------------------- which latent sites a site's distribution depends on
+
+
+def two_site_guide(link=None, *, masked: bool = False, own_noise: bool = False):
+    """q(u | x) q(s | x, link(u)): ``link=None`` is mean field. ``masked``: q(s | ...) masked out everywhere with
+    ``Distribution.mask(False)``; ``own_noise``: the guide adds noise of its own (torch's RNG, not a sample site) to the
+    loc of s, as dropout would."""
+    x_to_u, x_to_s = fixed(D, Z, seed=20), fixed(D, Z, seed=21)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            u = pyro.sample("u", dist.Normal(x @ x_to_u, 0.8).to_event(1))
+            loc = x @ x_to_s + (0.0 if link is None else link(u))
+            if own_noise:
+                loc = loc + 0.1 * torch.randn_like(loc)
+            q_s = dist.Normal(loc, 0.7).to_event(1)
+            pyro.sample("s", q_s.mask(False) if masked else q_s)
+
+    return guide
+
+
+def two_site_model(x):
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("u", standard_normal_prior(x.shape[0]))
+        s = pyro.sample("s", standard_normal_prior(x.shape[0]))
+        pyro.sample("x", dist.Normal(s @ fixed(Z, D, seed=1), 0.5).to_event(1), obs=x)
+
+
+def parents_of(program, guide, model=two_site_model, x=None, num_samples: int = 4):
+    """``latent_parents(program, ...)`` on a fresh importance trace of ``guide``, checking that it leaves the RNG."""
+    x = normal_data() if x is None else x
+    guide_trace, _, sites = importance_traces(model, guide, x, num_samples)
+    state = torch.get_rng_state()
+    parents = latent_parents(program, guide_trace, x, sites=sites)
+    assert torch.equal(torch.get_rng_state(), state)
+    return parents
+
+
+def weights() -> torch.Tensor:
+    return fixed(Z, Z, seed=22)
+
+
+LINKS = {
+    "linear": lambda u: u @ weights(),
+    # the sign of u: a comparison, so the autograd graph from u to q(s | u) is cut
+    "through a comparison": lambda u: (u > 0).to(u.dtype) @ weights(),
+    # an index computed from u: no gradient path either
+    "through an index": lambda u: weights()[(u[..., 0] > 0).long()],
+}
+
+
+@pytest.mark.parametrize("link", sorted(LINKS))
+def test_latent_parents_see_dependence_through_any_operation(link):
+    guide = two_site_guide(LINKS[link])
+    assert parents_of(guide, guide) == {"u": (), "s": ("u",)}
+
+
+def test_latent_parents_of_a_mean_field_guide_are_none_even_with_noise_of_its_own():
+    """Noise drawn with torch's RNG inside the guide (dropout) is the same in every replay: no false dependence."""
+    for own_noise in (False, True):
+        guide = two_site_guide(own_noise=own_noise)
+        assert parents_of(guide, guide) == {"u": (), "s": ()}
+
+
+def test_latent_parents_see_a_masked_out_site_and_the_model_side():
+    guide = two_site_guide(LINKS["linear"], masked=True)
+    assert parents_of(guide, guide) == {"u": (), "s": ("u",)}
+    case = hierarchical_case()
+    assert parents_of(case.model, case.guide, model=case.model) == {"bottom": ("top",), "top": ()}
+    assert parents_of(case.guide, case.guide, model=case.model) == {"bottom": (), "top": ("bottom",)}
+
+
+def test_latent_parents_see_a_discrete_parent():
+    """q(c | x) Categorical, q(z | c) = N(codes[c], 1): an integer parent, which has no gradient to follow."""
+    classifier, codes = fixed(D, 3, seed=23), fixed(3, Z, seed=24)
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("c", dist.Categorical(logits=torch.zeros(3)))
+            z = pyro.sample("z", standard_normal_prior(x.shape[0]))
+            pyro.sample("x", dist.Normal(z @ fixed(Z, D, seed=1), 0.5).to_event(1), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            c = pyro.sample("c", dist.Categorical(logits=0.1 * x @ classifier))
+            pyro.sample("z", dist.Normal(codes[c], 1.0).to_event(1))
+
+    assert parents_of(guide, guide, model=model) == {"c": (), "z": ("c",)}
+    assert parents_of(model, guide, model=model) == {"c": (), "z": ()}
+
+
+def test_latent_parents_count_every_site_when_nothing_can_be_shifted():
+    """One draw of one example: no shift reveals anything, so each site counts as depending on the other."""
+    guide = two_site_guide()
+    parents = parents_of(guide, guide, x=normal_data()[:1], num_samples=1)
+    assert parents == {"u": ("s",), "s": ("u",)}

@@ -7,8 +7,8 @@ all with the same expectation (names in :data:`ppl_vae.objectives.OBJECTIVES`)::
     meanfield           Pyro TraceMeanField_ELBO    log p(x | z) - KL(q || p)                 KL in closed form
     reference-mc        hand-written torch          as trace
     reference-analytic  hand-written torch          as meanfield (the classic -0.5 * sum(1 + log_var - ...))
-    stl                 hand-written torch          as trace, but log q at detached (loc, scale): the score term
-                                                    d log q / d(loc, scale) at fixed z leaves the encoder's gradient
+    stl                 Pyro, TraceSTL_ELBO         as trace, but the score term d log q / d(params) at fixed z
+                                                    leaves the encoder's gradient (reference-stl: hand-written)
 
 With the same ``eps`` the Pyro and the hand-written estimators agree to rounding (``tests/test_reference.py`` feeds
 one ``eps`` through both with :class:`FixedNoise`); the Monte Carlo and the analytic KL differ only by a term of
@@ -27,7 +27,7 @@ leaves meanfield out where it is not (a two-layer VAE's q(z2 | z1), a flow guide
 
 :func:`compare_heads` answers "why log-variance and not log-sigma?": each scale head (``log_scale``, ``log_var``,
 ``softplus``) trains from the same initial q(z | x) (:func:`start_heads_alike`) under the Monte Carlo and the analytic
-KL, for the built-in VAE or a program that offers a :class:`~ppl_vae.user_program.HeadLayer`.
+KL, for the built-in VAE or a program that offers a :class:`~ppl_vae.heads.HeadLayer`.
 
 The package: :mod:`~ppl_vae.lab.measure` (estimators at fixed parameters, training curves, what meanfield does),
 :mod:`~ppl_vae.lab.heads_study`, :mod:`~ppl_vae.lab.report` (Markdown, JSON, figures) and

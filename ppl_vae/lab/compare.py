@@ -11,6 +11,7 @@ import torch
 
 from ppl_vae.data import Dataset
 from ppl_vae.errors import InputError
+from ppl_vae.evaluate import program_test_set
 from ppl_vae.lab.heads_study import compare_heads, head_layer
 from ppl_vae.lab.measure import (
     LabConfig,
@@ -22,8 +23,8 @@ from ppl_vae.lab.measure import (
     parameter_groups,
     train_from,
 )
+from ppl_vae.programs import UserProgram, as_user_program
 from ppl_vae.train import seed_everything
-from ppl_vae.user_program import UserProgram, as_user_program
 from ppl_vae.vae import VAE
 
 
@@ -56,7 +57,7 @@ def compare_kl(
         raise InputError(f"data set {data.name!r} has no labels: this model takes labels y")
     device = torch.device(settings.device)
     program.modules.to(device)
-    x_test, y_test = program.test_set(data)
+    x_test, y_test = program_test_set(program, data)
     x = x_test[: settings.batch_size]
     args = () if y_test is None else (y_test[: settings.batch_size],)
     meanfield = meanfield_check(program.model, program.guide, x, *args)

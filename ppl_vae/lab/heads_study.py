@@ -6,7 +6,7 @@ weights, rewrites the ``h`` rows of the layer that emits them so that every head
 (:func:`start_heads_alike`), and trains it under the Monte Carlo and the analytic KL with the same optimizer, seed and
 minibatches.
 
-Which layer and rows, and how to rebuild with another head, is a :class:`~ppl_vae.user_program.HeadLayer`:
+Which layer and rows, and how to rebuild with another head, is a :class:`~ppl_vae.heads.HeadLayer`:
 
 - the built-in one-latent VAE has one from its config (the last ``nn.Linear`` of the encoder, rows ``z_dim:2 z_dim``,
   rebuilt with ``ModelConfig(scale_param=head)``); the ``diagonal`` guide only (``lowrank`` and ``iaf`` emit more than
@@ -35,9 +35,10 @@ from torch import nn
 
 from ppl_vae.data import Dataset
 from ppl_vae.errors import InputError
-from ppl_vae.heads import HEADS, convert
+from ppl_vae.evaluate import program_test_set
+from ppl_vae.heads import HEADS, HeadLayer, convert
 from ppl_vae.lab.measure import LabConfig, meanfield_check, train_from
-from ppl_vae.user_program import HeadLayer, UserProgram, as_user_program
+from ppl_vae.programs import UserProgram, as_user_program
 from ppl_vae.vae import VAE
 
 HEAD_ESTIMATORS = ("trace", "meanfield")
@@ -121,7 +122,7 @@ def compare_heads(trained: VAE | UserProgram, data: Dataset, settings: LabConfig
     source = head_layer(trained)
     program = as_user_program(trained)
     initial_state = {name: value.detach().clone() for name, value in program.modules.state_dict().items()}
-    x, y = program.test_set(data)
+    x, y = program_test_set(program, data)
     args = () if y is None else (y[: settings.batch_size],)
     meanfield = meanfield_check(program.model, program.guide, x[: settings.batch_size], *args)
     estimators = [name for name in HEAD_ESTIMATORS if name != "meanfield" or meanfield.problem is None]

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import pyro
 import torch
 import torch.distributions as td
 from pyro.poutine.messenger import Messenger
@@ -32,10 +33,16 @@ from torch import nn
 
 from ppl_vae.config import TrainConfig, require, require_int
 from ppl_vae.data import Dataset
-from ppl_vae.objectives import OBJECTIVES, Programs, TrainingStep, make_step
-from ppl_vae.programs import conditioned_sites, importance_traces, inspect_programs, rng_preserved
+from ppl_vae.objectives import OBJECTIVES, TrainingStep, make_step
+from ppl_vae.programs import (
+    UserProgram,
+    as_user_program,
+    importance_traces,
+    inspect_programs,
+    latent_parents,
+    rng_preserved,
+)
 from ppl_vae.train import fit, seed_everything
-from ppl_vae.user_program import UserProgram, as_user_program, fit_program
 from ppl_vae.vae import VAE
 
 ESTIMATORS = ("trace", "meanfield", "reference-analytic", "reference-mc", "stl")
@@ -168,17 +175,15 @@ class MeanfieldCheck:
 def meanfield_check(model, guide, x: torch.Tensor, *args) -> MeanfieldCheck:
     """Trace ``guide(x, *args)`` and the model replayed on it (two draws per example, no gradients, the RNG left as it
     was) and read, per latent site, whether the closed-form KL is registered and whether the guide's distribution
-    there depends on other latent sites (:func:`ppl_vae.programs.conditioned_sites`)."""
+    there depends on other latent sites (:func:`ppl_vae.programs.latent_parents`)."""
     sites = inspect_programs(model, guide, x, *args)
     with rng_preserved(x.device):
         guide_trace, model_trace, _ = importance_traces(model, guide, x, 2, *args, sites=sites)
     closed_form = {
         name: has_analytic_kl(guide_trace.nodes[name]["fn"], model_trace.nodes[name]["fn"]) for name in sites.latent
     }
-    conditioned = conditioned_sites(guide, guide_trace, guide_trace, x, *args, sites=sites)
-    dependent = {
-        name: sites.latent[: sites.latent.index(name)] for name in sites.latent if name in conditioned
-    }  # a guide site can only read the draws made before it
+    parents = latent_parents(guide, guide_trace, x, *args, sites=sites)
+    dependent = {name: parents[name] for name in sites.latent if parents[name]}
     return MeanfieldCheck(closed_form, dependent)
 
 
@@ -253,8 +258,7 @@ def parameter_groups(vae: VAE | UserProgram) -> dict[str, list[nn.Parameter]]:
 
 def estimator_step(vae: VAE | UserProgram, estimator: str, settings: LabConfig) -> TrainingStep:
     """The training step of ``estimator`` (:func:`ppl_vae.objectives.make_step`) for the VAE or a user's program."""
-    programs = vae if isinstance(vae, VAE) else Programs(vae.model, vae.guide)
-    return make_step(programs, settings.train_config(estimator))
+    return make_step(vae, settings.train_config(estimator))
 
 
 def measure_estimator(vae: VAE | UserProgram, estimator: str, x: torch.Tensor, settings: LabConfig, *args) -> dict:
@@ -314,8 +318,9 @@ def train_from(
     as_user_program(vae).modules.load_state_dict(initial_state)
     if before_training is not None:
         before_training(vae)
-    train = fit if isinstance(vae, VAE) else fit_program
-    history = train(vae, data, train_config, progress=False)
+    if not isinstance(vae, VAE):  # a program's pyro.module names are fixed: drop parameters an earlier run left
+        pyro.clear_param_store()
+    history = fit(vae, data, train_config, progress=False)
     steps = math.ceil(data.x_train.shape[0] / train_config.batch_size) * len(history)
     return {
         "test_elbo_curve": [record["test_elbo"] for record in history],
