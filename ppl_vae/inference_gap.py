@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyro
 import pyro.distributions as dist
@@ -51,6 +51,7 @@ from ppl_vae.programs import (
     inspect_programs,
     latent_parents,
     program_args,
+    rng_preserved,
     trace_log_prob,
 )
 
@@ -64,12 +65,16 @@ class InferenceGap:
         elbo_amortized: L[q], the ELBO of the amortized guide.
         elbo_local: L[q*], the ELBO of the per-example Normal guides fitted by SVI.
         steps: SVI steps per fit.
+        guide_parents: the latent sites on which the amortized guide makes each site depend (only those with any):
+            ``{"top": ("bottom",)}`` for q(bottom | x) q(top | bottom). The local guide is mean-field, so where this
+            is not empty its family does not contain the amortized one, and the split is not one of two gaps >= 0.
     """
 
     log_likelihood: Estimate
     elbo_amortized: Estimate
     elbo_local: Estimate
     steps: int
+    guide_parents: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def approximation_gap(self) -> Estimate:
@@ -85,6 +90,18 @@ class InferenceGap:
     def examples(self) -> int:
         return self.log_likelihood.per_example.numel()
 
+    @property
+    def warnings(self) -> list[str]:
+        """One sentence where the split cannot be read as two gaps >= 0: a guide with dependent latent sites."""
+        if not self.guide_parents:
+            return []
+        dependent = "; ".join(f"q({name} | {', '.join(parents)})" for name, parents in self.guide_parents.items())
+        return [
+            f"the guide makes latent sites depend on each other ({dependent}) while the per-example guide of the "
+            "inference gap is mean-field: its family does not contain the amortized one, so the amortization gap "
+            "can be negative and the approximation gap is that of the mean-field family"
+        ]
+
     def to_json(self) -> dict:
         """``report.json`` keys for the gap, nats per example."""
         values = {
@@ -96,6 +113,7 @@ class InferenceGap:
         }
         out = {name: value.mean for name, value in values.items()}
         out.update({f"{name}_se": value.se for name, value in values.items()})
+        out["gap_guide_parents"] = {name: list(parents) for name, parents in self.guide_parents.items()}
         return {**out, "gap_examples": self.examples, "gap_steps": self.steps}
 
 
@@ -293,6 +311,9 @@ def inference_gap(
     args = program_args(x, args, y)
     check_extra_args(x, args)
     sites = inspect_programs(model, guide, x, *args, data_plate=data_plate)
+    with rng_preserved(x.device):  # the gap's own draws stay those of a run without this look
+        guide_trace, _, _ = importance_traces(model, guide, x, 2, *args, sites=sites)
+        parents = latent_parents(guide, guide_trace, x, *args, sites=sites)
     local = fit_local_guide(model, guide, x, steps, lr, num_particles, args=args, sites=sites)
     # the local guide's parameters cover exactly these examples, in one batch
     whole = {"batch_size": x.shape[0], "args": args, "data_plate": sites.data_plate}
@@ -302,4 +323,5 @@ def inference_gap(
         elbo_amortized=elbo(model, guide, x, num_particles=elbo_particles, **whole),
         elbo_local=elbo(model, local, x, num_particles=elbo_particles, **whole),
         steps=steps,
+        guide_parents={name: tuple(found) for name, found in parents.items() if found},
     )

@@ -96,7 +96,7 @@ def write_report(trained, data: Dataset, run_dir: str | Path, k: int, options: R
         labels = None if y_test is None else y_test[subset]
         gap = inference_gap(program.model, program.guide, x_test[subset], steps=options.gap_steps, k=k, y=labels)
         report.update(gap.to_json())
-    report["warnings"] = diagnostics.warnings
+    report["warnings"] = diagnostics.warnings + (gap.warnings if options.gap_examples else [])
 
     to_inference_data(program, x_test, options.draws, y=y_test).to_netcdf(str(run_dir / POSTERIOR_NC))
     figures = [

@@ -212,6 +212,7 @@ def test_inference_gap_splits_into_the_closed_form_parts():
     error = Estimate.from_values(gap.log_likelihood.per_example - truth.log_marginal(x))
     assert abs(error.mean) < 3 * error.se + 0.01 and error.per_example.abs().max() < 0.1
     assert set(gap.to_json()) >= {"amortization_gap", "approximation_gap", "gap_examples"}
+    assert gap.guide_parents == {} and gap.warnings == []  # a mean-field guide: the split is two gaps >= 0
 
 
 @pytest.mark.filterwarnings(

@@ -258,6 +258,9 @@ def test_inference_gap_covers_every_latent_site():
     assert abs(gap.amortization_gap.mean - amortization) < 3 * gap.amortization_gap.se + 0.01
     error = Estimate.from_values(gap.log_likelihood.per_example - truth.log_marginal(x))
     assert abs(error.mean) < 3 * error.se + 0.01
+    # q(z2 | z1, x) is not mean-field: the report says the per-example family does not contain it
+    assert gap.guide_parents == {"z2": ("z1",)} and gap.to_json()["gap_guide_parents"] == {"z2": ["z1"]}
+    assert len(gap.warnings) == 1 and "q(z2 | z1)" in gap.warnings[0]
 
 
 def test_inference_gap_refuses_a_discrete_latent_site():
