@@ -139,6 +139,9 @@ class UserProgram:
             classes when ``labels`` (``samples.png``).
         scale_head: optional :class:`HeadLayer`: where the Normal guide's scale head sits and how to rebuild the
             program with another head (the KL lab's heads study, ``--heads``).
+        decode: optional ``decode(z[, y]) -> (B, D)``, pixel means of p(x | z) for codes ``z`` ``(B, d)`` of the guide's
+            first latent site (the one the decoder reads), laid out as :func:`ppl_vae.use.encode` gives them: what
+            ``ppl-vae traverse`` and ``ppl-vae interpolate`` decode (:mod:`ppl_vae.use`).
     """
 
     model: Callable
@@ -150,6 +153,7 @@ class UserProgram:
     reconstruct: Callable | None = None
     sample: Callable | None = None
     scale_head: HeadLayer | None = None
+    decode: Callable | None = None
 
     def __post_init__(self):
         for name in ("model", "guide"):
@@ -169,7 +173,7 @@ class UserProgram:
         for name in ("binary", "labels"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"UserProgram: {name} must be True or False, got {getattr(self, name)!r}")
-        for name in ("encode", "reconstruct", "sample"):
+        for name in ("encode", "reconstruct", "sample", "decode"):
             if getattr(self, name) is not None and not callable(getattr(self, name)):
                 raise InputError(f"UserProgram: {name} must be a callable or None, got {getattr(self, name)!r}")
         if self.scale_head is not None and not isinstance(self.scale_head, HeadLayer):
@@ -201,6 +205,7 @@ def as_user_program(trained: VAE | UserProgram) -> UserProgram:
         encode=lambda x, *args: trained.encode(x, *args)[0],
         reconstruct=trained.reconstruct,
         sample=trained.sample,
+        decode=lambda z, *args: trained.decode(z, *args).mean,
     )
 
 
