@@ -26,7 +26,7 @@ Traverse and interpolate decode with ``vae.decode(z, y).mean``, or a program's `
 Example::
 
     vae = ppl_vae.load("runs/digits")
-    x = observed_test_set(data.x_test, binary=True)
+    x = ppl_vae.observed_test_set(ppl_vae.load_dataset("digits").x_test, binary=True)
     codes = encode(vae, x)                                  # {"z": SiteCode(loc=(300, 8), scale=(300, 8))}
     order = dimension_order(vae, x)                         # DimensionOrder(order=(8,), kl=(8,), activity=(8,))
     mean, sd = prior_moments(vae, x)
