@@ -1,4 +1,6 @@
-"""Command line: ``ppl-vae train``, ``ppl-vae evaluate``, ``ppl-vae compare-kl`` (also ``python -m ppl_vae``).
+"""Command line: ``ppl-vae train``, ``ppl-vae evaluate``, ``ppl-vae compare-kl``, and the commands that use a trained
+run, ``sample``, ``reconstruct``, ``encode``, ``traverse``, ``interpolate`` (:mod:`ppl_vae.cli_use`) (also
+``python -m ppl_vae``).
 
 Bad input ends with one line ``ppl-vae: error: ...`` naming the value and what was expected, and exit status 2.
 """
@@ -10,6 +12,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from ppl_vae.cli_use import add_use_commands
 from ppl_vae.config import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
 from ppl_vae.errors import InputError
 from ppl_vae.report import ReportConfig
@@ -51,7 +54,9 @@ def _add_evaluation_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ppl-vae", description="Variational autoencoders with Pyro: train, evaluate.")
+    parser = argparse.ArgumentParser(
+        prog="ppl-vae", description="Variational autoencoders with Pyro: train, evaluate, use a trained run."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser(
@@ -161,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.set_defaults(handler=command_evaluate)
     _add_compare_kl(commands)
+    add_use_commands(commands)
     return parser
 
 

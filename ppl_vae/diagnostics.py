@@ -239,7 +239,46 @@ def diagnose(
     examples, when the programs have several of ``N``.
     """
     check_samples(k)
-    batches, sites = inspected_batches(model, guide, x, program_args(x, args, y), batch_size, data_plate)
+    raw, latent_sites = _draw(model, guide, x, k, batch_size, max_elements, program_args(x, args, y), data_plate)
+    weights = raw.double()
+    log_likelihood = torch.logsumexp(weights, dim=-1) - math.log(k)
+    elbo = weights.mean(-1)
+    return Diagnostics(
+        log_likelihood=Estimate.from_values(log_likelihood),
+        elbo=Estimate.from_values(elbo),
+        gap=Estimate.from_values(log_likelihood - elbo),
+        k=k,
+        khat=pareto_khat(raw),
+        ess=effective_sample_size(weights),
+        latent_sites=latent_sites,
+    )
+
+
+def latent_usage(
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    k: int = 1000,
+    batch_size: int = 256,
+    max_elements: int = MAX_ELEMENTS,
+    *,
+    args: Sequence = (),
+    y: torch.Tensor | None = None,
+    data_plate: str | None = None,
+) -> dict[str, SiteUsage]:
+    """Only :attr:`Diagnostics.latent_sites` of :func:`diagnose` (the same draws, the same numbers for the same seed),
+    without the importance-sampling summaries (and without importing ArviZ): site name ->
+    :class:`~ppl_vae.latent_sites.SiteUsage`, in the guide's order. ``k`` draws per example, at least 1."""
+    if k < 1:
+        raise InputError(f"k {k}: expected an integer >= 1")
+    return _draw(model, guide, x, k, batch_size, max_elements, program_args(x, args, y), data_plate)[1]
+
+
+def _draw(
+    model, guide, x: torch.Tensor, k: int, batch_size: int, max_elements: int, args: tuple, data_plate
+) -> tuple[torch.Tensor, dict[str, SiteUsage]]:
+    """The ``(N, k)`` log importance weights of :func:`diagnose` and each latent site's usage, from the same draws."""
+    batches, sites = inspected_batches(model, guide, x, args, batch_size, data_plate)
     plans, log_weights = None, []
     kl = {name: DrawSums() for name in sites.latent}
     kl_total = {name: DrawSums() for name in sites.latent}
@@ -275,18 +314,5 @@ def diagnose(
             for plan in plans:
                 accumulate(plan, guide_trace, model_trace, batch, (1, xb.shape[0]), once=True)
 
-    raw = torch.cat(log_weights)
-    weights = raw.double()
-    log_likelihood = torch.logsumexp(weights, dim=-1) - math.log(k)
-    elbo = weights.mean(-1)
-    return Diagnostics(
-        log_likelihood=Estimate.from_values(log_likelihood),
-        elbo=Estimate.from_values(elbo),
-        gap=Estimate.from_values(log_likelihood - elbo),
-        k=k,
-        khat=pareto_khat(raw),
-        ess=effective_sample_size(weights),
-        latent_sites={
-            plan.name: site_usage(plan, kl[plan.name], kl_total[plan.name], means[plan.name]) for plan in plans
-        },
-    )
+    usage = {plan.name: site_usage(plan, kl[plan.name], kl_total[plan.name], means[plan.name]) for plan in plans}
+    return torch.cat(log_weights), usage

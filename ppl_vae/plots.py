@@ -79,7 +79,12 @@ def plot_image_grid(images, image_shape: Sequence[int], path: str | Path, title:
 
 
 def plot_reconstructions(
-    originals, reconstructions, image_shape: Sequence[int], path: str | Path, columns: int = 8
+    originals,
+    reconstructions,
+    image_shape: Sequence[int],
+    path: str | Path,
+    columns: int = 8,
+    title: str = "Test images (odd rows) above their reconstructions (even rows)",
 ) -> Path:
     """Rows of originals, each directly above a row of their reconstructions."""
     originals = _to_images(originals, image_shape)
@@ -93,7 +98,7 @@ def plot_reconstructions(
         axis.set_ylabel("original" if index % 2 == 0 else "recon.", rotation=0, ha="right", va="center")
         axis.set_xticks([])
         axis.set_yticks([])
-    np.atleast_1d(axes)[0].set_title("Test images (odd rows) above their reconstructions (even rows)")
+    np.atleast_1d(axes)[0].set_title(title)
     return _save(figure, path)
 
 
@@ -119,6 +124,34 @@ def plot_latent_scatter(z_loc, labels, path: str | Path, of: str = "E_q[z | x]")
         figure.colorbar(scatter, ax=axes, label="label")
     projection = "" if z.shape[1] <= 2 else f", PCA of {z.shape[1]} dimensions"
     axes.set(xlabel=axis_names[0], ylabel=axis_names[1], title=f"Latent means {of} of test images{projection}")
+    return _save(figure, path)
+
+
+def plot_image_rows(
+    rows,
+    image_shape: Sequence[int],
+    path: str | Path,
+    title: str,
+    row_labels: Sequence[str],
+    column_labels: Sequence[str],
+    column_name: str = "",
+) -> Path:
+    """Images ``(R, S, D)`` in [0, 1] as ``R`` rows of ``S``, each row labelled on the left (``row_labels``), each
+    column below (``column_labels``, named ``column_name``): a traversal (one row per latent dimension) or an
+    interpolation (one row)."""
+    rows = np.asarray(rows.detach().cpu() if isinstance(rows, torch.Tensor) else rows, dtype=np.float32)
+    count, columns = rows.shape[:2]
+    grid = _grid(_to_images(rows.reshape(count * columns, -1), image_shape), columns)
+    height, width = image_shape[1], image_shape[2]
+    figure, axes = plt.subplots(figsize=(columns * 0.75 + 1.6, count * 0.75 * height / width + 1.1))
+    axes.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    axes.set_xticks(np.arange(columns) * (width + 1) + width / 2 - 0.5, list(column_labels), fontsize=7)
+    axes.set_yticks(np.arange(count) * (height + 1) + height / 2 - 0.5, list(row_labels), fontsize=8)
+    axes.tick_params(length=0)
+    axes.set_xlabel(column_name)
+    axes.set_title(title, fontsize=10)
+    for spine in axes.spines.values():
+        spine.set_visible(False)
     return _save(figure, path)
 
 

@@ -42,6 +42,7 @@ import torch
 from pyro import poutine
 from pyro.distributions.torch_distribution import MaskedDistribution
 from pyro.distributions.util import scale_and_mask
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch import nn
 
@@ -98,6 +99,9 @@ class UserProgram:
         reconstruct: optional ``reconstruct(x[, y]) -> (B, D)``, pixel means in [0, 1] (``reconstructions.png``).
         sample: optional ``sample(n[, y]) -> (n, D)``, pixel means of p(x | z) for ``z`` from the prior, ``y`` ``(n,)``
             classes when ``labels`` (``samples.png``).
+        decode: optional ``decode(z[, y]) -> (B, D)``, pixel means of p(x | z) for codes ``z`` ``(B, d)`` of the guide's
+            first latent site (the one the decoder reads), laid out as :func:`ppl_vae.use.encode` gives them: what
+            ``ppl-vae traverse`` and ``ppl-vae interpolate`` decode (:mod:`ppl_vae.use`).
         scale_head: optional :class:`~ppl_vae.heads.HeadLayer`: where the Normal guide's scale head sits and how to
             rebuild the program with another head (the KL lab's heads study, ``--heads``).
         pyro_name: the name of the one ``pyro.module`` that registers every parameter when it is specific to this
@@ -115,6 +119,7 @@ class UserProgram:
     sample: Callable | None = None
     scale_head: HeadLayer | None = None
     pyro_name: str | None = None
+    decode: Callable | None = None
 
     def __post_init__(self):
         for name in ("model", "guide"):
@@ -134,7 +139,7 @@ class UserProgram:
         for name in ("binary", "labels"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"UserProgram: {name} must be True or False, got {getattr(self, name)!r}")
-        for name in ("encode", "reconstruct", "sample"):
+        for name in ("encode", "reconstruct", "sample", "decode"):
             if getattr(self, name) is not None and not callable(getattr(self, name)):
                 raise InputError(f"UserProgram: {name} must be a callable or None, got {getattr(self, name)!r}")
         if self.scale_head is not None and not isinstance(self.scale_head, HeadLayer):
@@ -161,6 +166,7 @@ def as_user_program(trained) -> UserProgram:
         encode=lambda x, *args: trained.encode(x, *args)[0],
         reconstruct=trained.reconstruct,
         sample=trained.sample,
+        decode=lambda z, *args: trained.decode(z, *args).mean,
         pyro_name=trained.pyro_name,
     )
 
@@ -249,6 +255,46 @@ def trace_programs(model: Callable, guide: Callable, x: torch.Tensor, *args):
         guide_trace = poutine.trace(guide).get_trace(x, *args)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, *args)
     return guide_trace, model_trace
+
+
+class _AtMeans(Messenger):
+    """Every latent sample site takes its distribution's mean instead of a draw (observed sites are left alone)."""
+
+    def _process_message(self, msg) -> None:
+        if msg["type"] != "sample" or msg["is_observed"] or site_is_subsample(msg) or msg["value"] is not None:
+            return
+        fn = msg["fn"]
+        if fn.support.is_discrete:
+            raise InputError(f"latent site {msg['name']!r} is discrete: it has no mean to run the guide at")
+        try:
+            msg["value"] = fn.mean
+        except NotImplementedError:
+            raise InputError(
+                f"latent site {msg['name']!r} of the guide is a {type(fn).__name__}, which has no analytic mean "
+                "(a flow?): expected a Normal (or another distribution with a mean and a variance)"
+            ) from None
+
+
+def guide_at_means(guide: Callable, x: torch.Tensor, *args):
+    """One trace of ``guide(x, *args)`` in which every latent site takes the mean of its distribution rather than a
+    draw, without gradients, hidden from any handler around the call; it draws nothing.
+
+    A site whose distribution depends on other latent sites (``q(z2 | z1)``) is thus read at their means
+    (``q(z2 | z1 = E[z1 | x])``): the result is a function of ``x`` alone. Each site's ``"fn"`` is its distribution
+    there (batch shape from the plates, as in any trace). A discrete site, or one without an analytic mean (a flow),
+    is an :class:`~ppl_vae.errors.InputError` naming it.
+    """
+    with torch.no_grad(), poutine.block():
+        return poutine.trace(_AtMeans()(guide)).get_trace(x, *args)
+
+
+def prior_trace(model: Callable, x: torch.Tensor, num_samples: int, *args, sites: ProgramSites):
+    """One trace of ``model(x, *args)`` run without a guide, under the workbench's plate of ``num_samples`` draws
+    (left of every user plate), without gradients: every latent site is drawn from its prior ``p(z_s | parents)``, so
+    its values are ``num_samples x B`` draws of the model's marginal prior (for a prior that does not read ``x``).
+    The observed sites keep ``x``."""
+    with torch.no_grad(), poutine.block(), pyro.plate(IMPORTANCE_PLATE, num_samples, dim=sites.sample_dim):
+        return poutine.trace(model).get_trace(x, *args)
 
 
 def rng_preserved(device: torch.device):

@@ -82,6 +82,7 @@ def write_report(trained, data: Dataset, run_dir: str | Path, k: int, options: R
     from ppl_vae import plots
     from ppl_vae.arviz_export import to_inference_data
     from ppl_vae.inference_gap import inference_gap
+    from ppl_vae.vae import VAE
 
     options = options or ReportConfig()
     run_dir = Path(run_dir)
@@ -104,14 +105,14 @@ def write_report(trained, data: Dataset, run_dir: str | Path, k: int, options: R
         plots.plot_kl_per_dim(report["latent_sites"], run_dir / "kl_per_dim.png"),
         plots.plot_gap_histogram(diagnostics.gap.per_example, run_dir / "gap_histogram.png", k=k),
     ]
-    decode = getattr(trained, "decode", None)  # the built-in one-layer VAE's p(x | z), whose prior is N(0, I)
-    one_layer = decode is not None and trained.config.latent_layers == 1
+    # the built-in one-layer VAE's p(x | z), whose prior is N(0, I) (a program's UserProgram.decode has no config)
+    one_layer = isinstance(trained, VAE) and trained.config.latent_layers == 1
     if one_layer and trained.config.z_dim == 2 and y_test is None:  # conditional: one grid per class
         z_values = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, MANIFOLD_SIDE))
         rows, columns = torch.meshgrid(z_values.flip(0), z_values, indexing="ij")
         z = torch.stack([columns, rows], dim=-1).reshape(-1, 2).to(program.device)
         with torch.no_grad():
-            images = decode(z).mean
+            images = trained.decode(z).mean
         figures.append(plots.plot_manifold(images, data.image_shape, z_values, run_dir / "manifold.png"))
     save_json(run_dir / REPORT_JSON, report)
     atomic_write(run_dir / REPORT_MD, lambda file: file.write(format_markdown(report, figures, data.name)), mode="w")

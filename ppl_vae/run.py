@@ -83,14 +83,15 @@ def program_spec_for(data: Dataset, path: str, args: dict | None = None) -> Prog
     )
 
 
-def load_data(config: RunConfig) -> Dataset:
-    """The data set named by a run's config, checked against the model's (or the program's) size."""
-    data = load_dataset(config.data.name, root=config.data.root, download=config.data.download)
+def load_data(config: RunConfig, name: str | None = None) -> Dataset:
+    """The data set named by a run's config (or the data set ``name``: a registered name or an .npz path, read from
+    the config's ``root``), checked against the model's (or the program's) size."""
+    name = config.data.name if name is None else name
+    data = load_dataset(name, root=config.data.root, download=config.data.download)
     sized = config.model or config.program
     if (data.x_dim, data.image_shape) != (sized.x_dim, sized.image_shape):
         raise InputError(
-            f"data set {config.data.name!r} has images of shape {data.image_shape}, the run's model expects "
-            f"{sized.image_shape}"
+            f"data set {name!r} has images of shape {data.image_shape}, the run's model expects {sized.image_shape}"
         )
     return data
 

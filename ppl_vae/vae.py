@@ -142,11 +142,12 @@ class VAE(nn.Module):
         return self.decode(loc, y).mean
 
     @torch.no_grad()
-    def sample(self, num_samples: int, y: int | torch.Tensor | None = None) -> torch.Tensor:
+    def sample(self, num_samples: int, y: int | torch.Tensor | None = None, *, draw: bool = False) -> torch.Tensor:
         """Pixel means of p(x | z [, y]) for ``num_samples`` draws ``z ~ p(z)``: ``(num_samples, D)``. With two
         latent layers ``z2 ~ p(z2)``, ``z1 ~ p(z1 | z2)``, and the pixel means of p(x | z1 [, y]).
 
-        ``y`` (conditional VAE only): one class for every sample, or ``(num_samples,)`` classes.
+        ``y`` (conditional VAE only): one class for every sample, or ``(num_samples,)`` classes. ``draw=True``: one
+        draw ``x ~ p(x | z [, y])`` per ``z`` instead of the pixel means (0/1 pixels for a Bernoulli likelihood).
         """
         z = self.prior.dist().sample((num_samples,))
         if self.prior_z1 is not None:
@@ -155,7 +156,8 @@ class VAE(nn.Module):
             y = torch.as_tensor(y, device=z.device).expand(num_samples)
             if y.is_floating_point() or not bool(((y >= 0) & (y < self.config.num_classes)).all()):
                 raise InputError(f"sample: y must hold class labels 0..{self.config.num_classes - 1}, got {y}")
-        return self.decode(z, y).mean
+        p_x = self.decode(z, y)
+        return p_x.sample() if draw else p_x.mean
 
     def _with_labels(self, inputs: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """``[inputs | one_hot(y)]`` (the one-hot ``(B, C)`` broadcast over leading sample dimensions of ``inputs``)

@@ -36,8 +36,8 @@ class Networks(nn.Module):
 
 def build_vae(spec):
     """A Bernoulli VAE under other names than the built-in one: latent "code", observed "pixels", plate "examples";
-    it offers ``reconstruct`` and ``sample`` (not ``encode``), and its scale head (``scale_param``, ``log_scale`` by
-    default) for the KL lab's heads study."""
+    it offers ``reconstruct``, ``sample`` and ``decode`` (not ``encode``), and its scale head (``scale_param``,
+    ``log_scale`` by default) for the KL lab's heads study."""
     options = _options(spec, {"z_dim": 2, "hidden": 16, "scale_param": "log_scale"})
     z_dim = options["z_dim"]
     nets = Networks(spec.x_dim, z_dim, options["hidden"])
@@ -62,11 +62,16 @@ def build_vae(spec):
     def sample(num_samples):
         return torch.sigmoid(nets.decoder(torch.randn(num_samples, z_dim)))
 
+    def decode(z):
+        return torch.sigmoid(nets.decoder(z))
+
     def rebuild(other_head):
         return build_vae(dataclasses.replace(spec, args={**spec.args, "scale_param": other_head}))
 
     scale_head = HeadLayer(head.name, "encoder.2", (z_dim, 2 * z_dim), rebuild)
-    return UserProgram(model, guide, nets, binary=True, reconstruct=reconstruct, sample=sample, scale_head=scale_head)
+    return UserProgram(
+        model, guide, nets, binary=True, reconstruct=reconstruct, sample=sample, scale_head=scale_head, decode=decode
+    )
 
 
 def build_two_level(spec):
