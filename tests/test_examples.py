@@ -47,13 +47,6 @@ def test_digits_to_npz_feeds_the_npz_loader(tmp_path):
     assert data.image_shape == (1, 12, 12) and data.x_train.shape == (1497, 144) and data.num_classes == 10
 
 
-def test_step_speed_benchmark_runs():
-    times = load_example("step_speed", EXAMPLES.parent / "benchmarks").main(
-        ["--rounds", "1", "--steps", "1", "--objectives", "trace,reference-mc"]
-    )
-    assert set(times) == {"trace", "reference-mc"} and all(value[0] > 0 for value in times.values())
-
-
 def test_flow_guide(tmp_path):
     load_example("flow_guide").main(["--epochs", "1", "--k", "10", "--out", str(tmp_path)])
     assert (tmp_path / "iaf" / "metrics.json").exists() and (tmp_path / "diagonal" / "metrics.json").exists()
