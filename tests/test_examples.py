@@ -1,4 +1,4 @@
-"""Every example and benchmark runs with short settings (they are thin: the library does the work)."""
+"""Every example runs with short settings (they are thin: the library does the work); benchmarks: test_benchmarks."""
 
 import importlib.util
 import json
