@@ -1,0 +1,74 @@
+"""The benchmark of issue 10 runs with tiny sizes, and its baseline is the same computation as the project's step."""
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def load_benchmark(name):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+epoch_speed = load_benchmark("epoch_speed")
+
+
+def test_epoch_speed_reports_every_configuration_and_runner(tmp_path):
+    out = tmp_path / "results.json"
+    tiny = ["--rounds", "1", "--steps", "2", "--warmup", "1", "--train-examples", "130", "--memory", "none"]
+    tiny += ["--iwae-k", "10", "--iwae-examples", "100", "--iwae-rounds", "1", "--iwae-batch-size", "64"]
+    result = epoch_speed.main([*tiny, "--out", str(out)])
+    assert out.exists() and result["environment"]["threads"] == 1
+    assert set(result["configurations"]) == set(epoch_speed.CONFIGURATIONS)
+    runners = {*epoch_speed.BASELINES, *epoch_speed.OBJECTIVES}
+    for configuration in result["configurations"].values():
+        assert set(configuration["rows"]) == runners
+        for row in configuration["rows"].values():
+            for key in (
+                "epoch_seconds",
+                "ms_per_step",
+                "images_per_second",
+                "epoch_seconds_ratio",
+                "ms_per_step_ratio",
+            ):
+                assert math.isfinite(row[key]) and row[key] > 0, (key, row)
+            assert row["steps_per_epoch"] >= 1
+    iwae = result["iwae"]
+    for side in ("ppl_vae", "plain"):
+        assert math.isfinite(iwae[side]["examples_per_second"]) and iwae[side]["examples_per_second"] > 0
+    # the same weights and the same estimator: the two IWAE estimates agree within a few standard errors
+    difference = abs(iwae["ppl_vae"]["log_px"] - iwae["plain"]["log_px"])
+    assert difference < 4 * math.hypot(iwae["ppl_vae"]["log_px_se"], iwae["plain"]["log_px_se"])
+
+
+def test_memory_probe_measures_each_runner_in_a_subprocess():
+    args = epoch_speed.parse(["--train-examples", "64", "--warmup", "1"])
+    data = epoch_speed.load_data("digits", 64)
+    setup = epoch_speed.Setup.create("mlp-64-128-8-b64", data, torch.device("cpu"), seed=0)
+    runners = [*epoch_speed.BASELINES, "trace"]
+    memory = epoch_speed.measure_memory(setup, runners, ["--train-examples", "64", "--warmup", "1"], args)
+    assert set(memory) == set(runners) and all(math.isfinite(value) and value >= 0 for value in memory.values())
+
+
+@pytest.mark.parametrize("configuration", list(epoch_speed.CONFIGURATIONS))
+@pytest.mark.parametrize("plain, project", [("plain-mc", "reference-mc"), ("plain-analytic", "reference-analytic")])
+def test_plain_loop_computes_the_projects_first_loss(configuration, plain, project):
+    """One minibatch per epoch: the epoch's loss is the first step's. Same weights, seed, data path and noise."""
+    batch_size = epoch_speed.CONFIGURATIONS[configuration].batch_size
+    data = epoch_speed.load_data(epoch_speed.CONFIGURATIONS[configuration].data, min(batch_size, 128))
+    setup = epoch_speed.Setup.create(configuration, data, torch.device("cpu"), seed=3)
+    plain_loss = epoch_speed.build_runner(setup, plain).epoch()
+    project_loss = epoch_speed.build_runner(setup, project).epoch()
+    assert plain_loss == pytest.approx(project_loss, rel=1e-5)
+    # and a different seed gives a different loss: the comparison sees the draws
+    other = epoch_speed.Setup.create(configuration, data, torch.device("cpu"), seed=4)
+    assert epoch_speed.build_runner(other, plain).epoch() != pytest.approx(plain_loss, rel=1e-5)
