@@ -576,7 +576,7 @@ def markdown(result: dict) -> str:
         rows = []
         for side, label in (("ppl_vae", "`ppl_vae.iwae_log_likelihood`"), ("plain", "hand-written vectorized")):
             row = iwae[side]
-            se = "" if row["log_px_se"] is None else f" +- {row['log_px_se']:.2f}"
+            se = "" if row["log_px_se"] is None else f" +- {row['log_px_se']:.3f}"
             memory = "-" if row["peak_memory_mb"] is None else f"{row['peak_memory_mb']:.1f}"
             ratio = _ratio(iwae["ratio"]) if side == "ppl_vae" else "1.00"
             rows.append(
