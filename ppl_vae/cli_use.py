@@ -127,8 +127,9 @@ class Loaded:
             raise InputError(f"--out {str(path)!r}: the folder {str(path.parent)!r} does not exist")
         return path
 
-    def images(self) -> tuple[torch.Tensor, torch.Tensor | None, str]:
-        """The split's observed images ``(N, D)``, their labels (for a model that takes them) and the data's name."""
+    def images(self) -> tuple[torch.Tensor, torch.Tensor | None, str, torch.Tensor | None]:
+        """The split's observed images ``(N, D)``, their labels for a model that takes them (``None`` otherwise), the
+        data's name, and the split's labels whatever the model (``None`` for a data set without labels)."""
         from ppl_vae.evaluate import observed_test_set
         from ppl_vae.run import load_data
         from ppl_vae.use import require_classes
@@ -139,10 +140,10 @@ class Loaded:
         x = observed_test_set(getattr(data, f"x_{self.args.split}"), self.program.binary).to(self.program.device)
         y = getattr(data, f"y_{self.args.split}")
         if not self.program.labels:
-            return x, None, data.name
+            return x, None, data.name, y
         if y is None:
             raise InputError(f"data set {data.name!r} has no labels: this model is conditional on them")
-        return x, require_classes(y, self.num_classes, f"labels of {data.name!r}").to(x.device), data.name
+        return x, require_classes(y, self.num_classes, f"labels of {data.name!r}").to(x.device), data.name, y
 
     def one_class(self) -> int | None:
         """``--y`` checked against the model: a class of a conditional model, absent for any other."""
@@ -205,7 +206,7 @@ def command_reconstruct(args) -> None:
 
     run = Loaded(args)
     path = run.out("reconstruct.png")
-    x, y, name = run.images()
+    x, y, name, _ = run.images()
     most = min(x.shape[0], use.MAX_IMAGES)
     n = min(16, most) if args.n is None else use.require_count(args.n, "--n", most=most)
     x, y = x[:n], None if y is None else y[:n]
@@ -231,10 +232,10 @@ def command_encode(args) -> None:
     run = Loaded(args)
     path = run.out("codes.npz", suffixes=(".npz",))
     batch_size = use.require_count(args.batch_size, "--batch-size", most=2**20)
-    x, y, _ = run.images()
+    x, y, _, data_labels = run.images()
     codes = use.encode(run.trained, x, y, batch_size=batch_size, progress=not args.no_progress)
     arrays = {f"{site}_{part}": getattr(code, part) for site, code in codes.items() for part in ("loc", "scale")}
-    labels = {} if y is None else {"labels": y}
+    labels = {} if data_labels is None else {"labels": data_labels}  # for another tool, conditional model or not
     write_npz(path, **arrays, sites=np.array(list(codes)), **labels)
 
 
@@ -246,7 +247,7 @@ def command_traverse(args) -> None:
     path = run.out("traverse.png")
     span = use.require_span(args.range)
     steps = use.require_count(args.steps, "--steps", least=2, most=use.MAX_STEPS)
-    x, labels, _ = run.images()
+    x, labels, _, _ = run.images()
     y = run.one_class()
     if args.base is not None:
         base_index = run.index(args.base, "--base", x.shape[0])
@@ -289,7 +290,7 @@ def command_interpolate(args) -> None:
     run = Loaded(args)
     path = run.out("interpolate.png")
     steps = use.require_count(args.steps, "--steps", least=2, most=use.MAX_STEPS)
-    x, labels, _ = run.images()
+    x, labels, _, _ = run.images()
     a, b = (run.index(value, flag, x.shape[0]) for value, flag in ((args.a, "--a"), (args.b, "--b")))
     y = run.one_class()
     if y is None and labels is not None:
