@@ -19,7 +19,9 @@ import pyro.distributions as dist
 import torch
 
 import ppl_vae
+from ppl_vae.cli import print_metrics
 from ppl_vae.nets import MLP
+from ppl_vae.run import evaluate_vae
 
 
 def nested_plate_vae(x_dim: int, z_dim: int, hidden: int = 128):
@@ -53,14 +55,11 @@ def main(argv=None):
     data = ppl_vae.load_dataset("digits")
     torch.manual_seed(0)
     model, guide, modules = nested_plate_vae(data.x_dim, args.z_dim)
-    config = ppl_vae.TrainConfig(epochs=args.epochs)
-    ppl_vae.fit(model=model, guide=guide, modules=modules, data=data, config=config, binarize_data=True, progress=False)
-    x_test = ppl_vae.observed_test_set(data.x_test, binary=True)
-    test_elbo = ppl_vae.elbo(model, guide, x_test, num_particles=100)
-    log_px = ppl_vae.iwae_log_likelihood(model, guide, x_test, k=args.k)
-    print(f"test ELBO      {test_elbo.mean:8.2f} +- {test_elbo.se:.2f} nats per example")
-    print(f"test log p(x)  {log_px.mean:8.2f} +- {log_px.se:.2f} nats per example (IWAE, k={args.k})")
-    return {"test_elbo": test_elbo.mean, "test_log_likelihood": log_px.mean}
+    program = ppl_vae.UserProgram(model, guide, modules, binary=True)  # the likelihood reads 0/1 pixels
+    ppl_vae.fit(program, data, ppl_vae.TrainConfig(epochs=args.epochs), progress=False)
+    metrics = evaluate_vae(program, data, ppl_vae.EvalConfig(k=args.k))  # test ELBO and IWAE log p(x)
+    print_metrics(metrics)
+    return metrics
 
 
 if __name__ == "__main__":
