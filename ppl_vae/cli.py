@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
         "reference-stl",
     )
     train.add_argument(
+        "--path",
+        default=DEFAULTS_TRAIN.path,
+        help="fast | plain | auto: the Pyro objectives' update without SVI (one torch optimizer), or through "
+        "pyro.infer.SVI; the same numbers either way [auto: fast]",
+    )
+    train.add_argument(
         "--num-particles",
         type=int,
         default=DEFAULTS_TRAIN.num_particles,
@@ -246,6 +252,7 @@ def _config_from_args(args) -> RunConfig:
         lr_schedule=args.lr_schedule,
         lr_decay=args.lr_decay,
         elbo=args.elbo,
+        path=args.path,
         num_particles=args.num_particles,
         beta=args.beta,
         anneal=args.anneal,

@@ -220,6 +220,11 @@ class TrainConfig:
         lr_factors: per-group learning rates: ``(prefix, factor)`` pairs (a dict is accepted), ``lr`` times
             ``factor`` for the parameters whose names start with ``prefix`` (longest prefix wins; see
             ``ppl_vae.optim``). A prefix that matches no trained parameter is refused at the first step.
+        path: how the Pyro objectives take their update: ``fast`` (the ELBO's own ``loss_and_grads`` and one torch
+            optimizer over every parameter, without ``SVI``), ``plain`` (``pyro.infer.SVI`` with Pyro's optimizer
+            wrappers), ``auto`` (the default: ``fast`` wherever it applies, i.e. every Pyro objective; the
+            hand-written ``reference-*`` steps are one path already). Both paths take the same updates from the same
+            draws (see ``ppl_vae.objectives``), so the path does not change the numbers, and a run resumes on either.
     """
 
     epochs: int = 30
@@ -240,6 +245,7 @@ class TrainConfig:
     lr_decay: float = 0.1
     lr_horizon: int | None = None
     lr_factors: tuple[tuple[str, float], ...] = ()
+    path: str = "auto"
 
     def __post_init__(self):
         require_int(self.epochs, "--epochs")
@@ -265,8 +271,11 @@ class TrainConfig:
         if self.lr_horizon is not None:
             require_int(self.lr_horizon, "lr_horizon (optimizer steps of the schedule)")
         object.__setattr__(self, "lr_factors", _lr_factors(self.lr_factors))
+        require(self.path in TRAIN_PATHS, f"--path must be one of {', '.join(TRAIN_PATHS)}, got {self.path!r}")
 
 
+TRAIN_PATHS = ("auto", "fast", "plain")
+"""``TrainConfig.path``: the training path of the Pyro objectives (``--path``)."""
 TRAIN_PART_NAME_FLAGS = {"elbo": "--elbo", "anneal": "--anneal", "optim": "--optim", "lr_schedule": "--lr-schedule"}
 """The :class:`TrainConfig` fields that name a part (an objective, a schedule, an optimizer), with their flags."""
 

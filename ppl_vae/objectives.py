@@ -68,6 +68,7 @@ from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Protocol
 
+import pyro
 import torch
 from pyro import poutine
 from pyro.distributions.kl import kl_divergence
@@ -82,13 +83,21 @@ from pyro.infer import (
     TraceMeanField_ELBO,
 )
 from pyro.infer.elbo import ELBO
+from pyro.infer.util import torch_item
 from pyro.optim import PyroLRScheduler
 from pyro.params import param_with_module_name, user_param_name
 from pyro.poutine.messenger import Messenger
 
 from ppl_vae import reference
 from ppl_vae.errors import InputError
-from ppl_vae.optim import pyro_optimizer, torch_optimizer
+from ppl_vae.optim import (
+    group_factor,
+    load_per_parameter_state,
+    parameter_name,
+    per_parameter_state,
+    pyro_optimizer,
+    torch_optimizer,
+)
 from ppl_vae.programs import (
     ProgramSites,
     UserProgram,
@@ -185,8 +194,13 @@ def make_step(program: VAE | UserProgram, config: TrainConfig, *, elbo: ELBO | N
             raise InputError(f"pass either elbo= (a Pyro ELBO instance) or TrainConfig(elbo={config.elbo!r}), not both")
         if not isinstance(elbo, ELBO):
             raise InputError(f"elbo= must be a Pyro ELBO instance (e.g. TraceEnum_ELBO()), got {type(elbo).__name__}")
-        return SVIStep(program, config, lambda sites: elbo, latent_scaled=is_latent_scaled(config))
+        return elbo_step(program, config, lambda sites: elbo, latent_scaled=is_latent_scaled(config))
     step = OBJECTIVES.get(config.elbo)(program, config)
+    if config.path == "fast" and not isinstance(step, FastStep):
+        raise InputError(
+            f"--path fast applies to the Pyro objectives; --elbo {config.elbo} is hand-written (one torch optimizer "
+            "already): use --path auto"
+        )
     if is_latent_scaled(config) and not step.latent_scaled:
         raise InputError(
             f"--elbo {config.elbo} takes no --beta/--anneal (got --beta {config.beta} --anneal {config.anneal}): "
@@ -195,12 +209,12 @@ def make_step(program: VAE | UserProgram, config: TrainConfig, *, elbo: ELBO | N
     return step
 
 
-class SVIStep:
-    """``pyro.infer.SVI`` on the programs with an ELBO and the configured optimizer (:mod:`ppl_vae.optim`).
-
-    The step reads the programs at its first call (or :meth:`loss`, :meth:`prepare`), from that minibatch: the ELBO is
-    built by ``make_elbo(sites)`` with the found :class:`~ppl_vae.programs.ProgramSites`, and ``check(programs, sites,
-    x, args)`` may refuse the pair. Attributes ``sites``, ``elbo`` and ``svi`` exist from then on.
+class ELBOStep:
+    """What the two paths of a Pyro objective share: the programs read at the first call (or :meth:`loss`,
+    :meth:`prepare`) from that minibatch, the ELBO built by ``make_elbo(sites)`` with the found
+    :class:`~ppl_vae.programs.ProgramSites` (``check(programs, sites, x, args)`` may refuse the pair), β_t as the
+    programs' last argument, the silenced warnings, and :meth:`loss`. Attributes ``sites``, ``elbo``, ``model`` and
+    ``guide`` (the programs as the ELBO runs them, latent sites scaled) exist from then on.
 
     The optimizer's state is saved under the parameters' own names (``encoder.net.0.weight``) when ``pyro_name`` is
     set, not the process-specific names of Pyro's parameter store, so a run resumes in a new process.
@@ -224,15 +238,13 @@ class SVIStep:
         self.fixed_batch_shape = fixed_batch_shape
         self.quiet = quiet  # messages of known, harmless warnings that this step silences
         self.check = check
-        self.optim = pyro_optimizer(config, program.pyro_name)
         self.sites: ProgramSites | None = None
         self.elbo: ELBO | None = None
-        self.svi: SVI | None = None
 
     def prepare(self, x: torch.Tensor, *args) -> None:
-        """Read the programs from the minibatch ``x`` and build the ELBO and SVI (once; the first call or
-        :meth:`loss` does it)."""
-        if self.svi is not None:
+        """Read the programs from the minibatch ``x`` and build the ELBO (once; the first call or :meth:`loss` does
+        it)."""
+        if self.elbo is not None:
             return
         model, guide = self.program.model, self.program.guide
         sites = inspect_programs(model, guide, x, *args)
@@ -241,8 +253,8 @@ class SVIStep:
             self.check(self.program, sites, x, args)
         if self.latent_scaled:
             model, guide = _scaled(model, scaled_sites), _scaled(guide, scaled_sites)
+        self.model, self.guide = model, guide
         self.sites, self.elbo = sites, self.make_elbo(sites)
-        self.svi = SVI(model, guide, self.optim, self.elbo)
 
     def _arguments(self, x: torch.Tensor, args: tuple, beta_t: float | None) -> tuple:
         if self.latent_scaled:  # β_t as a tensor argument: a compiled step takes it as an input, not a constant
@@ -262,6 +274,38 @@ class SVIStep:
                 warnings.filterwarnings("ignore", message=message)
             yield
 
+    def loss(self, x: torch.Tensor, *args, beta_t: float | None = None) -> torch.Tensor:
+        self.prepare(x, *args)
+        if not hasattr(self.elbo, "differentiable_loss"):
+            name = type(self.elbo).__name__
+            raise InputError(f"{name} has no differentiable loss: step.loss needs e.g. --elbo trace")
+        with self._quieted():
+            return self.elbo.differentiable_loss(self.model, self.guide, x, *self._arguments(x, args, beta_t))
+
+    def _saved_name(self, store_name: str) -> str:
+        """The name a parameter's optimizer state is saved under (see the class docstring)."""
+        return store_name if self.program.pyro_name is None else user_param_name(store_name)
+
+    def _store_name(self, saved_name: str) -> str:
+        pyro_name = self.program.pyro_name
+        return saved_name if pyro_name is None else param_with_module_name(pyro_name, saved_name)
+
+
+class SVIStep(ELBOStep):
+    """The plain path: ``pyro.infer.SVI`` on the programs with the ELBO and Pyro's wrapper of the configured
+    optimizer (:func:`ppl_vae.optim.pyro_optimizer`: one torch optimizer per parameter). Attribute ``svi`` exists
+    once the step is prepared."""
+
+    def __init__(self, program: UserProgram, config: TrainConfig, make_elbo, **options):
+        super().__init__(program, config, make_elbo, **options)
+        self.optim = pyro_optimizer(config, program.pyro_name)
+        self.svi: SVI | None = None
+
+    def prepare(self, x: torch.Tensor, *args) -> None:
+        super().prepare(x, *args)
+        if self.svi is None:
+            self.svi = SVI(self.model, self.guide, self.optim, self.elbo)
+
     def __call__(self, x: torch.Tensor, *args, beta_t: float | None = None) -> float:
         self.prepare(x, *args)
         with self._quieted():
@@ -270,25 +314,127 @@ class SVIStep:
             self.optim.step()
         return loss
 
-    def loss(self, x: torch.Tensor, *args, beta_t: float | None = None) -> torch.Tensor:
-        self.prepare(x, *args)
-        if not hasattr(self.elbo, "differentiable_loss"):
-            name = type(self.elbo).__name__
-            raise InputError(f"{name} has no differentiable loss: step.loss needs e.g. --elbo trace")
-        with self._quieted():
-            return self.elbo.differentiable_loss(self.svi.model, self.svi.guide, x, *self._arguments(x, args, beta_t))
-
     def state_dict(self) -> dict:
-        if self.program.pyro_name is None:
-            return self.optim.get_state()
-        return {user_param_name(name): state for name, state in self.optim.get_state().items()}
+        return {self._saved_name(name): state for name, state in self.optim.get_state().items()}
 
     def load_state_dict(self, state: dict) -> None:
-        if self.program.pyro_name is None:
-            self.optim.set_state(state)
+        self.optim.set_state({self._store_name(name): value for name, value in state.items()})
+
+
+class FastStep(ELBOStep):
+    """The fast path: the same ELBO's ``loss_and_grads`` (its loss and gradients, as ``SVI.step`` computes them),
+    then one update of one torch optimizer over every parameter (:func:`ppl_vae.optim.torch_optimizer`, ``foreach``)
+    instead of ``SVI``'s parameter capture and Pyro's optimizer per parameter tensor.
+
+    The same draws and the same updates as :class:`SVIStep`: the ELBO is the same object run on the same programs,
+    the gradients are the same (set to ``None`` before each backward pass instead of zeroed after the update), and
+    the optimizers here are elementwise, so one over all parameters steps each coordinate as one per parameter does
+    (``tests/test_fast_path.py`` checks the curves agree). The learning-rate schedule is one ``LambdaLR`` over the
+    groups of ``lr_factors``. The state is saved in Pyro's format (:func:`ppl_vae.optim.per_parameter_state`), so a
+    checkpoint of either path resumes on the other.
+
+    The parameters are those the first update's trace registers (``pyro.module``, ``pyro.param``); a parameter that
+    first appears later joins the optimizer then, as Pyro's wrapper makes an optimizer for it then. After the first
+    update (validated as the plain path validates it) the updates run with Pyro's validation off
+    (``pyro.validation_enabled(False)``: the argument and support checks of distributions, the site-shape checks),
+    which changes no number; a non-finite loss still stops ``fit`` at the end of the epoch.
+    """
+
+    optimizer_foreach = True
+    """torch's multi-tensor optimizer implementation (measured faster on the CPU for the built-in networks)."""
+
+    def __init__(self, program: UserProgram, config: TrainConfig, make_elbo, **options):
+        super().__init__(program, config, make_elbo, **options)
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler = None
+        self.names: list[str] = []  # the store names of the optimizer's parameters, in its order
+        self.known = 0  # the size of Pyro's parameter store when the optimizer last took new parameters
+        self.waiting: dict | None = None  # a loaded state, applied when the optimizer is built
+
+    def __call__(self, x: torch.Tensor, *args, beta_t: float | None = None) -> float:
+        self.prepare(x, *args)
+        arguments = (x, *self._arguments(x, args, beta_t))
+        with self._quieted():
+            if self.optimizer is None:
+                loss = self._first_update(arguments)
+            else:
+                self.optimizer.zero_grad(set_to_none=True)
+                with pyro.validation_enabled(False):
+                    loss = self.elbo.loss_and_grads(self.model, self.guide, *arguments)
+                if len(pyro.get_param_store()) != self.known:
+                    self._add_new_parameters()
+                self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return type(loss)(map(torch_item, loss)) if isinstance(loss, tuple) else torch_item(loss)
+
+    def _first_update(self, arguments: tuple):
+        """The first update: the parameters found from its trace (as ``SVI.step`` finds them), the optimizer built
+        over them (with a loaded state), then its step."""
+        for parameter in self.program.modules.parameters():
+            parameter.grad = None
+        with poutine.trace(param_only=True) as capture:
+            loss = self.elbo.loss_and_grads(self.model, self.guide, *arguments)
+        found = {}
+        for name, site in capture.trace.nodes.items():
+            found.setdefault(name, site["value"].unconstrained())
+        self.optimizer, self.scheduler = torch_optimizer(
+            self.config, self._named(found.items()), foreach=self.optimizer_foreach
+        )
+        self.names = self._optimizer_names(found)
+        self.known = len(pyro.get_param_store())
+        if self.waiting is not None:
+            self.load_state_dict(self.waiting)
+        self.optimizer.step()
+        return loss
+
+    def _named(self, found):
+        return [(parameter_name(name, self.program.pyro_name), parameter) for name, parameter in found]
+
+    def _optimizer_names(self, found: dict) -> list[str]:
+        by_id = {id(parameter): name for name, parameter in found.items()}
+        return [by_id[id(parameter)] for group in self.optimizer.param_groups for parameter in group["params"]]
+
+    def _add_new_parameters(self) -> None:
+        """Parameters that entered Pyro's store during this update and received a gradient join the optimizer, in
+        groups by their ``lr_factors`` factor (with the schedule's current factor)."""
+        store = pyro.get_param_store()
+        known = set(self.names)
+        for name in list(store.keys()):
+            parameter = store.get_param(name).unconstrained()
+            if name in known or parameter.grad is None:
+                continue
+            lr = self.config.lr * group_factor(self.config.lr_factors, parameter_name(name, self.program.pyro_name))
+            group = {"params": [parameter], "lr": lr}
+            if self.scheduler is not None:
+                group["initial_lr"] = lr
+                self.scheduler.base_lrs.append(lr)
+                self.scheduler.lr_lambdas.append(self.scheduler.lr_lambdas[0])
+                group["lr"] = lr * self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
+            self.optimizer.add_param_group(group)
+            self.names.append(name)
+        self.known = len(store)
+
+    def state_dict(self) -> dict:
+        if self.optimizer is None:  # no update yet: the loaded state, if any, as it came
+            return dict(self.waiting or {})
+        names = [self._saved_name(name) for name in self.names]
+        return per_parameter_state(self.optimizer, self.scheduler, names)
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.optimizer is None:
+            self.waiting = dict(state)
             return
-        pyro_name = self.program.pyro_name
-        self.optim.set_state({param_with_module_name(pyro_name, name): value for name, value in state.items()})
+        names = [self._saved_name(name) for name in self.names]
+        load_per_parameter_state(self.optimizer, self.scheduler, names, state)
+        self.waiting = None
+
+
+def elbo_step(program: UserProgram, config: TrainConfig, make_elbo, **options) -> ELBOStep:
+    """The training step of a Pyro objective on the path ``config.path`` names: :class:`FastStep` for ``fast`` and
+    ``auto`` (every Pyro ELBO has the ``loss_and_grads`` it runs), :class:`SVIStep` for ``plain``."""
+    kind = SVIStep if config.path == "plain" else FastStep
+    return kind(program, config, make_elbo, **options)
 
 
 def _scaled_sites(config: TrainConfig, sites: ProgramSites) -> tuple[str, ...]:
@@ -318,7 +464,7 @@ def _svi_objective(name: str, elbo_class, elbo_options: dict | None = None, **op
         def make_elbo(sites: ProgramSites) -> ELBO:
             return elbo_class(**_elbo_options(config, sites), **(elbo_options or {}))
 
-        return SVIStep(program, config, make_elbo, latent_scaled=is_latent_scaled(config), **options)
+        return elbo_step(program, config, make_elbo, latent_scaled=is_latent_scaled(config), **options)
 
     OBJECTIVES.register(name)(build)
 
@@ -484,7 +630,7 @@ def _no_latent_scale(config: TrainConfig) -> None:
 
 @OBJECTIVES.register("iwae", requires=_no_latent_scale)
 def iwae_step(program: UserProgram, config: TrainConfig) -> TrainingStep:
-    return SVIStep(program, config, lambda sites: RenyiELBO(alpha=0.0, **_elbo_options(config, sites)))
+    return elbo_step(program, config, lambda sites: RenyiELBO(alpha=0.0, **_elbo_options(config, sites)))
 
 
 class ReferenceStep:

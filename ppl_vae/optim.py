@@ -29,10 +29,18 @@ built-in VAE; ``<pyro.module name>.<parameter>`` in a user's program, e.g. ``dec
 name itself or a name that continues with ``"."``, and the longest matching prefix wins (factor 1 where none does).
 The factor multiplies the scheduled rate. Pyro's optimizers take it through their per-parameter ``optim_args``
 callable.
+
+**One optimizer or one per parameter.** Pyro's wrapper keeps one torch optimizer per parameter tensor (made when SVI
+first meets it); the fast training path (``TrainConfig.path``) keeps one torch optimizer over all of them
+(:func:`torch_optimizer`, ``foreach`` where the optimizer has it). Every optimizer here is elementwise (each
+coordinate's update reads only that coordinate's gradient and state), so the two take the same steps; the fast
+path's state is saved in Pyro's format (:func:`per_parameter_state`, :func:`load_per_parameter_state`), so a
+checkpoint written on one path resumes on the other.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Iterable
 
@@ -110,13 +118,82 @@ def pyro_optimizer(config, pyro_name: str | None) -> pyro.optim.PyroOptim:
     return pyro.optim.LambdaLR({"optimizer": constructor, "optim_args": optim_args, "lr_lambda": _schedule(config)})
 
 
-def torch_optimizer(config, named_parameters: Iterable[tuple[str, torch.nn.Parameter]]):
+def torch_optimizer(config, named_parameters: Iterable[tuple[str, torch.nn.Parameter]], *, foreach: bool | None = None):
     """The configured torch optimizer over ``named_parameters`` (one group per distinct factor) and its
-    ``LambdaLR`` scheduler (``None`` without a schedule): for the hand-written steps."""
+    ``LambdaLR`` scheduler (``None`` without a schedule): for the hand-written steps and the fast path.
+
+    ``foreach``: torch's multi-tensor implementation (one call per update for all parameters), passed to the
+    optimizers that take it (``adam``, ``adamw``, ``sgd``; ``clipped-adam`` has one implementation)."""
     groups: dict[float, list] = {}
     for name, parameter in named_parameters:
         groups.setdefault(group_factor(config.lr_factors, name), []).append(parameter)
     param_groups = [{"params": params, "lr": config.lr * factor} for factor, params in groups.items()]
-    optimizer = OPTIMIZERS.get(config.optim)(param_groups, lr=config.lr)
+    constructor = OPTIMIZERS.get(config.optim)
+    options = {"foreach": foreach} if "foreach" in inspect.signature(constructor).parameters else {}
+    optimizer = constructor(param_groups, lr=config.lr, **options)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config)) if _scheduled(config) else None
     return optimizer, scheduler
+
+
+def per_parameter_state(optimizer: torch.optim.Optimizer, scheduler, names: list[str]) -> dict:
+    """The state of one torch ``optimizer`` (and its ``scheduler`` or ``None``) over parameters named ``names`` (in
+    the optimizer's order, group after group) in the format of Pyro's wrapper: name -> the ``state_dict`` of a
+    one-parameter optimizer (``{"optimizer": ..., "scheduler": ...}`` with a schedule). ``foreach`` is stored as
+    the constructor's default (``None``): it selects an implementation, not a number."""
+    state = optimizer.state_dict()
+    schedule = scheduler.state_dict() if scheduler is not None else None
+    saved, index = {}, 0
+    for number, group in enumerate(state["param_groups"]):
+        options = {key: value for key, value in group.items() if key != "params"}
+        if "foreach" in options:
+            options["foreach"] = None
+        for position in group["params"]:
+            single = {
+                "state": {0: state["state"][position]} if position in state["state"] else {},
+                "param_groups": [{**options, "params": [0]}],
+            }
+            if schedule is not None:
+                single = {"optimizer": single, "scheduler": _group_entry(schedule, number, len(state["param_groups"]))}
+            saved[names[index]] = single
+            index += 1
+    return saved
+
+
+def load_per_parameter_state(optimizer: torch.optim.Optimizer, scheduler, names: list[str], saved: dict) -> None:
+    """Load ``saved`` (Pyro's format, see :func:`per_parameter_state`) into one torch ``optimizer`` over the
+    parameters ``names`` and its ``scheduler``: a parameter's moments from its own entry, a group's options and
+    schedule from the entry of its first parameter that has one (a parameter without an entry starts afresh, as in
+    Pyro's wrapper). The optimizer keeps its own ``foreach``."""
+    state = optimizer.state_dict()
+    groups, moments, schedules, index = [], {}, [], 0
+    for group in state["param_groups"]:
+        members = names[index : index + len(group["params"])]
+        entries = [saved[name] for name in members if name in saved]
+        first = entries[0] if entries else None
+        single = first["optimizer"] if first is not None and scheduler is not None else first
+        options = {**(single["param_groups"][0] if single is not None else group), "params": group["params"]}
+        if "foreach" in group:
+            options["foreach"] = group["foreach"]
+        groups.append(options)
+        for position in group["params"]:
+            entry = saved.get(names[index])
+            entry = entry["optimizer"] if entry is not None and scheduler is not None else entry
+            if entry is not None and 0 in entry["state"]:
+                moments[position] = entry["state"][0]
+            index += 1
+        schedules.append(first["scheduler"] if first is not None and scheduler is not None else None)
+    optimizer.load_state_dict({"state": moments, "param_groups": groups})
+    if scheduler is not None and all(schedule is not None for schedule in schedules):
+        merged = dict(schedules[0])
+        for key, value in schedules[0].items():
+            if isinstance(value, list) and len(value) == 1:
+                merged[key] = [schedule[key][0] for schedule in schedules]
+        scheduler.load_state_dict(merged)
+
+
+def _group_entry(schedule: dict, number: int, groups: int) -> dict:
+    """A scheduler's ``state_dict`` cut to its group ``number``: the per-group lists become one-entry lists."""
+    return {
+        key: [value[number]] if isinstance(value, list) and len(value) == groups else value
+        for key, value in schedule.items()
+    }
