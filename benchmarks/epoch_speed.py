@@ -1,6 +1,7 @@
 """What a user pays for training and evaluating the VAE with ppl_vae, against the plain torch loop written by hand.
 
     PYTHONPATH=. python benchmarks/epoch_speed.py --threads 1 --out results.json
+    PYTHONPATH=. python benchmarks/epoch_speed.py --quick --out quick.json          # the target rows, a few minutes
     PYTHONPATH=. python benchmarks/epoch_speed.py --device cuda --configurations mlp-784-400-50-b128
 
 **The baseline** is the loop a user writes from the classic recipe, outside the project's machinery, in this file as
@@ -17,7 +18,9 @@ binarized afresh with ``torch.bernoulli``, and ``loss.item()`` summed per step. 
 ``plain-mc``. With the same seed, ``plain-mc`` and ``reference-mc`` compute the same first loss (the smoke test
 checks it), so the baseline is the same computation, not a different one.
 
-**The measured path** is ``ppl-vae train``'s: each objective's step from :func:`ppl_vae.objectives.make_step` driven
+**The measured path** is ``ppl-vae train``'s: each objective's step from :func:`ppl_vae.objectives.make_step` on the
+default path (``--path auto``: the fast path for every Pyro objective) and, as ``OBJECTIVE@plain``, on the plain SVI
+path (``--path plain``), driven
 by the epoch function that :func:`ppl_vae.fit` runs (``ppl_vae.train._train_epoch``, with fit's guarded first update,
 seeded generator, shuffling, slicing and binarization; no progress bar, no evaluation between epochs).
 
@@ -87,13 +90,12 @@ from ppl_vae.tables import table
 from ppl_vae.train import _guarded_first_step, _train_epoch, seed_everything
 
 LOG_2PI = math.log(2 * math.pi)
+PLAIN_PATH = "@plain"
+"""``OBJECTIVE@plain``: the objective on the plain SVI path (``--path plain``); ``OBJECTIVE`` alone takes
+``ppl-vae train``'s default path (``auto``: the fast path for the Pyro objectives)."""
+PYRO_OBJECTIVES = ("trace", "meanfield", "jit", "tracegraph", "iwae", "stl")
 OBJECTIVES = (
-    "trace",
-    "meanfield",
-    "jit",
-    "tracegraph",
-    "iwae",
-    "stl",
+    *(name for objective in PYRO_OBJECTIVES for name in (objective, f"{objective}{PLAIN_PATH}")),
     "reference-mc",
     "reference-analytic",
     "reference-stl",
@@ -123,7 +125,7 @@ def baseline_of(runner: str) -> str:
     """The plain loop a runner is compared with: the same estimator of the KL term."""
     if runner in BASELINES:
         return runner
-    return "plain-analytic" if runner in ANALYTIC else "plain-mc"
+    return "plain-analytic" if runner.removesuffix(PLAIN_PATH) in ANALYTIC else "plain-mc"
 
 
 # --- data ----------------------------------------------------------------------------------------------------------
@@ -303,13 +305,19 @@ def plain_iwae(encoder: nn.Module, decoder: nn.Module, x: torch.Tensor, k: int, 
 
 # --- ppl-vae train's path -----------------------------------------------------------------------------------------
 class ProjectRunner:
-    """``ppl-vae train --elbo OBJECTIVE``'s epoch: the step :func:`make_step` builds, run by fit's epoch function."""
+    """``ppl-vae train --elbo OBJECTIVE``'s epoch (``--path plain`` for ``OBJECTIVE@plain``): the step
+    :func:`make_step` builds, run by fit's epoch function."""
 
-    def __init__(self, setup: Setup, objective: str):
+    def __init__(self, setup: Setup, name: str):
         self.vae = ppl_vae.VAE(setup.model_config).to(setup.device)
         self.vae.load_state_dict(setup.initial_weights)
+        objective = name.removesuffix(PLAIN_PATH)
         self.config = ppl_vae.TrainConfig(
-            batch_size=setup.configuration.batch_size, elbo=objective, seed=setup.seed, device=str(setup.device)
+            batch_size=setup.configuration.batch_size,
+            elbo=objective,
+            seed=setup.seed,
+            device=str(setup.device),
+            path="plain" if name.endswith(PLAIN_PATH) else "auto",
         )
         self.programs = as_user_program(self.vae)
         self.x_train = setup.x_train
@@ -611,6 +619,21 @@ def describe(name: str, data: ppl_vae.Dataset) -> str:
     )
 
 
+QUICK = {
+    "configurations": "mlp-64-128-8-b64,mlp-784-400-50-b128",
+    "objectives": "trace,trace@plain,jit,iwae,iwae@plain,reference-mc",
+    "rounds": 5,
+    "warmup": 1,
+    "iwae_examples": 1000,
+}
+"""``--quick``: the two target configurations, the default and plain paths of ``trace`` and ``iwae``, ``jit`` and the
+hand-written step; 5 rounds; the IWAE evaluation over 1,000 examples (k = 5000 still)."""
+
+
+def _describe_quick() -> str:
+    return ", ".join(f"--{key.replace('_', '-')} {value}" for key, value in QUICK.items())
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configurations", default=",".join(CONFIGURATIONS), help="comma-separated names")
@@ -630,8 +653,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--iwae-batch-size", type=int, default=256)
     parser.add_argument("--iwae-max-elements", type=int, default=MAX_ELEMENTS)
     parser.add_argument("--out", type=Path, default=None, help="write every number as JSON here")
+    parser.add_argument("--quick", action="store_true", help="defaults for a short run: " + _describe_quick())
     parser.add_argument("--probe-memory", default=None, help=argparse.SUPPRESS)  # a configuration, internal
     args = parser.parse_args(argv)
+    if args.quick:  # the quick run's values, unless given on the command line
+        parser.set_defaults(**QUICK)
+        args = parser.parse_args(argv)
     args.configurations = [name.strip() for name in args.configurations.split(",") if name.strip()]
     args.objectives = [name.strip() for name in args.objectives.split(",") if name.strip()]
     for name in [*args.configurations, *([] if args.iwae_configuration == "none" else [args.iwae_configuration])]:

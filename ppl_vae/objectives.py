@@ -27,6 +27,14 @@ name                     step
 ``reference-stl``        hand-written torch loss, STL (:func:`ppl_vae.reference.elbo_stl`)
 =======================  =====================================================================================
 
+**Two paths, one set of numbers** (``TrainConfig.path``, ``--path``). Every Pyro objective above ("``SVI`` + ...")
+runs on the *fast path* by default (``auto``, or ``fast``): :class:`FastStep` calls the ELBO's own
+``loss_and_grads`` (what ``SVI.step`` calls) and steps one torch optimizer over every parameter (``foreach``), with
+Pyro's validation off after the first update. ``--path plain`` is :class:`SVIStep`: ``SVI.step`` with Pyro's wrapper,
+one torch optimizer per parameter tensor. The optimizers are elementwise, so both paths take the same updates from
+the same draws (the tests compare the curves in float64); the optimizer state is saved in Pyro's format on both, so
+a run resumes on either. The hand-written ``reference-*`` steps have one path (``--path fast`` refuses them).
+
 Python callers may train with any Pyro ELBO instance instead of a name: ``fit(..., elbo=TraceEnum_ELBO(...))`` (or
 ``make_step(programs, config, elbo=...)``); it is used as given (its own ``max_plate_nesting``, particles and so on).
 
