@@ -89,9 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_optimizer_flags(train)
     train.add_argument(
         "--elbo",
-        default=DEFAULTS_TRAIN.elbo,
-        help="trace | meanfield | jit | iwae | enum | tracegraph | stl | reference-mc | reference-analytic | "
-        "reference-stl",
+        default=None,
+        help="trace | meanfield | jit | iwae | enum | tracegraph | tracegraph-baseline | stl | reference-mc | "
+        "reference-analytic | reference-stl [trace; enum for --family m2, joint]",
     )
     train.add_argument(
         "--num-particles",
@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="dimensions of z2 with --latent-layers 2, 1 to --z-dim [z_dim // 2]",
     )
     _add_part_flags(train)
+    _add_family_flags(train)
     train.add_argument("--seed", type=int, default=DEFAULTS_TRAIN.seed)
     train.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda [cpu]")
     train.add_argument("--eval-every", type=int, default=DEFAULTS_TRAIN.eval_every, help="test ELBO every N epochs")
@@ -231,6 +232,57 @@ def _add_part_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_family_flags(parser: argparse.ArgumentParser) -> None:
+    """``--family --labelled --classes --alpha``: the discrete-latent families of :mod:`ppl_vae.semisupervised`."""
+    parser.add_argument(
+        "--family",
+        default=DEFAULTS_MODEL["family"],
+        help="vae | m2 (semi-supervised M2: y observed where labelled, enumerated where not) | joint (y enumerated "
+        "everywhere, no labels)",
+    )
+    parser.add_argument(
+        "--labelled",
+        type=integer_or_text,
+        default=None,
+        help="--family m2: training examples that keep their label, balanced over classes and chosen from --seed; "
+        "all: every one [all]",
+    )
+    parser.add_argument(
+        "--classes", type=integer_or_text, default=None, help="--family joint: values of y [the data's classes]"
+    )
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        default=None,
+        help="--family m2: weight of the classification term alpha log q(y | x) [0.1 x training examples]",
+    )
+
+
+def _family_options(args, data) -> dict:
+    """The ModelConfig fields that ``--family`` and ``--classes`` set (``family``, ``num_classes``)."""
+    if args.family == "vae":
+        if args.classes is not None:
+            raise InputError(f"--classes {args.classes} is an option of --family joint")
+        return {}
+    if args.conditional:
+        raise InputError(f"--conditional and --family {args.family}: the family's y is a latent, not an input")
+    if args.family == "joint":
+        classes = args.classes if args.classes is not None else data.num_classes
+        if classes == 0:
+            raise InputError(f"--family joint on data set {data.name!r} without labels needs --classes C")
+        return {"family": "joint", "num_classes": classes}
+    if args.classes is not None:
+        raise InputError(f"--classes {args.classes}: --family {args.family} takes the data's classes")
+    if args.family == "m2" and data.num_classes == 0:
+        raise InputError(f"--family m2 needs labels, and data set {data.name!r} has none")
+    return {"family": args.family, "num_classes": data.num_classes}
+
+
+def _labelled(value) -> int | None:
+    """``--labelled``: ``all`` (or absent) -> ``None``; a count stays as it is, for the config check."""
+    return None if value in (None, "all") else value
+
+
 def _config_from_args(args) -> RunConfig:
     from ppl_vae.data import load_dataset
     from ppl_vae.parts import check_model, check_train
@@ -245,7 +297,7 @@ def _config_from_args(args) -> RunConfig:
         optim=args.optim,
         lr_schedule=args.lr_schedule,
         lr_decay=args.lr_decay,
-        elbo=args.elbo,
+        elbo=args.elbo or ("enum" if args.family in ("m2", "joint") else DEFAULTS_TRAIN.elbo),
         num_particles=args.num_particles,
         beta=args.beta,
         anneal=args.anneal,
@@ -253,12 +305,16 @@ def _config_from_args(args) -> RunConfig:
         seed=args.seed,
         device=args.device or "cpu",
         eval_every=args.eval_every,
+        labelled=_labelled(args.labelled),
+        alpha=args.alpha,
     )
     check_train(train)
     evaluation = EvalConfig(k=args.k, num_particles=args.eval_particles)
     options = {name: getattr(args, name) for name in MODEL_FIELDS if getattr(args, name) is not None}
     if args.program is not None:
         given = [f"--{name.replace('_', '-')}" for name in options] + ["--conditional"] * args.conditional
+        given += [f"--{name}" for name in ("classes",) if getattr(args, name) is not None]
+        given += ["--family"] * (args.family != "vae")
         if given:
             raise InputError(
                 f"{', '.join(given)}: --program builds its own model and guide; leave these out (pass the program's "
@@ -274,6 +330,7 @@ def _config_from_args(args) -> RunConfig:
     if args.program is not None:
         spec = program_spec_for(data, args.program, program_args)
         return RunConfig(program=spec, data=data_config, train=train, evaluation=evaluation)
+    options.update(_family_options(args, data))
     model = check_model(model_config_for(data, conditional=args.conditional, **options))
     return RunConfig(model=model, data=data_config, train=train, evaluation=evaluation)
 
