@@ -406,7 +406,19 @@ def _add_compare_kl(commands) -> None:
     kl.add_argument(
         "--top-z-dim", type=integer_or_text, default=None, help="dimensions of z2 with --latent-layers 2 [z_dim // 2]"
     )
-    kl.add_argument("--estimators", default=",".join(ESTIMATORS), help="objectives to compare, comma-separated")
+    kl.add_argument(
+        "--estimators",
+        default=None,
+        help=f"objectives to compare, comma-separated [{','.join(ESTIMATORS)}; with --family m2 or joint: "
+        "enum,tracegraph,tracegraph-baseline]",
+    )
+    kl.add_argument(
+        "--family",
+        default="vae",
+        help="vae | m2 | joint: with m2 or joint, compare the estimators of the discrete latent y instead (enumerated "
+        "or sampled): gradient variance of the classifier, encoder and decoder, test accuracy after --epochs",
+    )
+    kl.add_argument("--labelled", type=integer_or_text, default=None, help="--family m2: labelled examples [all]")
     kl.add_argument("--repetitions", type=int, default=lab.repetitions, help="R: evaluations at fixed parameters")
     kl.add_argument("--epochs", type=int, default=lab.epochs, help="E: training epochs per estimator (0: none)")
     kl.add_argument("--batch-size", type=int, default=lab.batch_size, help="fixed minibatch and training batch")
@@ -424,8 +436,12 @@ def command_compare_kl(args) -> None:
 
     from ppl_vae import lab
 
+    if args.family != "vae":
+        return command_compare_discrete(args)
     settings = lab.LabConfig(
-        estimators=tuple(name.strip() for name in args.estimators.split(",") if name.strip()),
+        estimators=tuple(
+            name.strip() for name in (args.estimators or ",".join(lab.ESTIMATORS)).split(",") if name.strip()
+        ),
         repetitions=args.repetitions,
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -448,6 +464,44 @@ def command_compare_kl(args) -> None:
     out = args.out or Path("runs") / f"compare-kl-{Path(data.name).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     print(lab.write_report(lab.compare_kl(vae, data, settings, heads=args.heads), out))
     print(f"written: {out}/compare_kl.json, compare_kl.md, compare_kl.png")
+
+
+def command_compare_discrete(args) -> None:
+    """``compare-kl --family m2|joint``: :func:`ppl_vae.lab.discrete.compare_discrete` on a fresh program."""
+    import json
+    import time
+
+    from ppl_vae.data import load_dataset
+    from ppl_vae.lab.discrete import DISCRETE_ESTIMATORS, compare_discrete, format_discrete
+    from ppl_vae.run import model_config_for
+    from ppl_vae.semisupervised import discrete_program
+    from ppl_vae.train import seed_everything
+
+    if args.run is not None:
+        raise InputError("--family with --run: the discrete comparison starts from a fresh program; leave out --run")
+    names = tuple(
+        name.strip() for name in (args.estimators or ",".join(DISCRETE_ESTIMATORS)).split(",") if name.strip()
+    )
+    data = load_dataset(args.data, root=args.data_root, download=args.download)
+    args.classes, args.conditional = None, False
+    options = {"hidden": parse_hidden(args.hidden)} if args.hidden is not None else {}
+    options.update({"z_dim": args.z_dim} if args.z_dim is not None else {}, **_family_options(args, data))
+    model = model_config_for(data, **options)
+    train = TrainConfig(
+        batch_size=args.batch_size, lr=args.lr, seed=args.seed, labelled=_labelled(args.labelled), elbo="enum"
+    )
+    config = RunConfig(model=model, data=DataConfig(name=args.data, root=args.data_root), train=train)
+    if args.repetitions < 2 or args.epochs < 0:
+        raise InputError(f"--repetitions {args.repetitions} (>= 2) and --epochs {args.epochs} (>= 0)")
+    seed_everything(args.seed)
+    result = compare_discrete(discrete_program(model), data, config, names, args.repetitions, args.epochs)
+    out = args.out or Path("runs") / f"compare-discrete-{Path(data.name).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare_discrete.json").write_text(json.dumps(result, indent=2))
+    text = format_discrete(result)
+    (out / "compare_discrete.md").write_text(text + "\n")
+    print(text)
+    print(f"written: {out}/compare_discrete.json, compare_discrete.md")
 
 
 def print_metrics(metrics: dict) -> None:

@@ -21,9 +21,12 @@ import pytest
 import torch
 from pyro.infer import TraceEnum_ELBO, TraceGraph_ELBO
 
+from ppl_vae import semisupervised
+from ppl_vae.cli import main
 from ppl_vae.config import ModelConfig, RunConfig, TrainConfig
 from ppl_vae.errors import InputError
 from ppl_vae.evaluate import iwae_log_likelihood
+from ppl_vae.run import load
 from ppl_vae.semisupervised import (
     SemiSupervisedVAE,
     class_log_joint,
@@ -299,11 +302,15 @@ def test_old_config_json_loads_with_the_vae_family():
 # ---------------------------------------------------------------- end to end
 
 
-def test_cli_trains_m2_and_writes_its_metrics_and_figures(tmp_path, capsys):
+@pytest.fixture
+def short_baseline(monkeypatch):
+    """The supervised baseline's budget cut to 50 steps: these tests check the plumbing, not the baseline."""
+    monkeypatch.setattr(semisupervised, "BASELINE_STEPS", 50)
+
+
+def test_cli_trains_m2_and_writes_its_metrics_and_figures(tmp_path, capsys, short_baseline):
     """``python -m ppl_vae train --family m2 --labelled 50 --epochs 1`` (small nets, small k), then the run folder
     loads and ``ppl-vae evaluate`` reports on it."""
-    from ppl_vae.cli import main
-    from ppl_vae.run import load
 
     out = tmp_path / "m2"
     argv = [
@@ -336,3 +343,44 @@ def test_cli_trains_m2_and_writes_its_metrics_and_figures(tmp_path, capsys):
     evaluate = ["evaluate", str(out), "--k", "100", "--eval-particles", "5", "--gap-examples", "0", "--draws", "100"]
     assert main(evaluate) == 0
     assert "report:" in capsys.readouterr().out
+
+
+def test_cli_trains_the_joint_family_without_labels(tmp_path):
+    out = tmp_path / "joint"
+    argv = ["train", "--family", "joint", "--classes", "4", "--epochs", "1", "--z-dim", "2", "--hidden", "16"]
+    assert (
+        main([*argv, "--batch-size", "256", "--k", "10", "--eval-particles", "2", "--no-progress", "--out", str(out)])
+        == 0
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["labelled"] == 0 and 0 < metrics["clustering_accuracy"] <= 1
+    assert 1 <= metrics["clusters_used"] <= 4 and "baseline_accuracy" not in metrics
+    assert (out / "class_samples.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--labelled", "5"], "--labelled 5 is an option of --family m2, not of vae"),
+        (["--family", "m2", "--labelled", "3"], "--labelled 3: a balanced subset needs at least one label of each"),
+        (["--family", "m2", "--classes", "3"], "--classes 3: --family m2 takes the data's classes"),
+        (["--family", "joint", "--conditional"], "--conditional and --family joint"),
+        (["--family", "m2", "--guide", "iaf"], "--family m2 takes --guide diagonal, got --guide iaf"),
+    ],
+)
+def test_bad_family_flags_are_one_line(tmp_path, capsys, argv, message):
+    assert main(["train", "--epochs", "1", "--no-progress", "--out", str(tmp_path / "run"), *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_compare_discrete_measures_each_estimator(tmp_path, capsys):
+    """Enumeration leaves the classifier's gradient with far less variance than the score-function estimator, and
+    the decaying-average baseline removes much of the latter's."""
+    argv = ["compare-kl", "--family", "m2", "--labelled", "20", "--repetitions", "8", "--epochs", "0"]
+    assert main([*argv, "--hidden", "16", "--z-dim", "2", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "compare_discrete.json").read_text())
+    rows = {row["name"]: row for row in result["estimators"]}
+    assert set(rows) == {"enum", "tracegraph", "tracegraph-baseline"}
+    assert rows["enum"]["grad_var_classifier"] < rows["tracegraph-baseline"]["grad_var_classifier"]
+    assert rows["tracegraph-baseline"]["grad_var_classifier"] < rows["tracegraph"]["grad_var_classifier"]
+    assert "| enum |" in capsys.readouterr().out
