@@ -86,8 +86,8 @@ def summarize(runs: list[dict], num_train: int) -> list[dict]:
 def markdown(result: dict) -> str:
     header = [
         "N labelled",
-        "M2 accuracy, q(y | x)",
-        "M2 accuracy, p(y | x)",
+        "M2 accuracy, argmax q(y \\| x)",
+        "M2 accuracy, argmax p(y \\| x)",
         "baseline accuracy",
         "log p(x), nats per example",
     ]

@@ -8,7 +8,8 @@ score-function estimators reach only through ``d log q(y | x)`` times a noisy co
 
 - at the initial parameters, on one fixed minibatch of ``B`` training examples with their partial labels (the labelled
   ones among the first ``B`` of a seeded shuffle), ``R`` evaluations of each estimator's loss and gradient
-  (``loss_and_grads`` of its Pyro ELBO, the surrogate that ``SVI`` differentiates): the ELBO per example with its
+  (``loss_and_grads`` of its Pyro ELBO, the surrogate that ``SVI`` differentiates): the training objective per example
+  (the ELBO plus the classification term ``alpha log q(y | x)`` of the labelled examples) with its
   standard error and the gradient variance per network (``classifier``, ``encoder``, ``decoder``: ``sum_i Var[d
   loss / d theta_i]`` of the per-example loss ``-ELBO / B``, as :func:`ppl_vae.lab.measure.measure_estimator`).
   The decaying-average baseline is first warmed up by ``BASELINE_WARMUP`` evaluations (not counted), so that it
@@ -130,7 +131,8 @@ def compare_discrete(
 
 def format_discrete(result: dict) -> str:
     """The comparison as a Markdown table."""
-    header = ["estimator", "ELBO, nats per example", "grad var classifier", "grad var encoder", "grad var decoder"]
+    header = ["estimator", "objective (ELBO + alpha log q(y \\| x)), nats per example", "grad var classifier"]
+    header += ["grad var encoder", "grad var decoder"]
     header += ["test accuracy", "test ELBO, nats per example", "training s"]
     cells = [
         [
