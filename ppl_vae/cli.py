@@ -514,7 +514,17 @@ def print_metrics(metrics: dict) -> None:
     cells = [[name, f"{value:.3f}", f"{se:.3f}"] for name, value, se in rows]
     if "train_elbo" in metrics:
         cells.append(["train ELBO (last epoch)", f"{metrics['train_elbo']:.3f}", ""])
+    if "test_log_likelihood_exact_y" in metrics:  # --family m2 | joint
+        exact = (metrics["test_log_likelihood_exact_y"], metrics["test_log_likelihood_exact_y_se"])
+        cells.insert(2, [f"test log p(x), summed over y (k={metrics['k']})", f"{exact[0]:.3f}", f"{exact[1]:.3f}"])
     print(table(["metric", "nats per example", "std. error"], cells, style="terminal"))
+    accuracies = [name for name in ACCURACY_KEYS if metrics.get(name) is not None]
+    if accuracies:
+        print(", ".join(f"{name.replace('_', ' ')} {100 * metrics[name]:.1f} %" for name in accuracies))
+
+
+ACCURACY_KEYS = ("test_accuracy", "bayes_accuracy", "baseline_accuracy", "clustering_accuracy")
+"""The fractions that ``print_metrics`` shows as percentages (``--family m2 | joint``)."""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,10 +49,12 @@ map of clusters to labels (``scipy.optimize.linear_sum_assignment``). Nats per e
 
 Example::
 
-    program = discrete_program(ModelConfig(x_dim=64, image_shape=(1, 8, 8), num_classes=10, family="m2"))
-    trainer, view = training_view(program, data, TrainConfig(elbo="enum", labelled=100))
-    fit(trainer, view, TrainConfig(elbo="enum", labelled=100))
-    metrics = evaluate_discrete(program, data, RunConfig(...))     # test_accuracy, baseline_accuracy, ...
+    model = model_config_for(data, family="m2", num_classes=data.num_classes)
+    config = RunConfig(model=model, train=TrainConfig(elbo="enum", labelled=100))
+    program = discrete_program(model)
+    trainer, view = training_view(program, data, config)      # the partial labels, alpha, enumeration
+    fit(trainer, view, config.train)
+    metrics = evaluate_discrete(program, data, config)        # test_accuracy, baseline_accuracy, ...
 """
 
 from __future__ import annotations
