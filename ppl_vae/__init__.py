@@ -21,6 +21,7 @@ from ppl_vae.inference_gap import InferenceGap, inference_gap
 from ppl_vae.programs import UserProgram
 from ppl_vae.report import ReportConfig, write_report
 from ppl_vae.run import evaluate_run, load, model_config_for, program_spec_for, train_run
+from ppl_vae.semisupervised import SemiSupervisedVAE, discrete_program
 from ppl_vae.train import fit
 from ppl_vae.vae import VAE
 
@@ -38,9 +39,11 @@ __all__ = [
     "ProgramSpec",
     "ReportConfig",
     "RunConfig",
+    "SemiSupervisedVAE",
     "TrainConfig",
     "UserProgram",
     "diagnose",
+    "discrete_program",
     "elbo",
     "evaluate_run",
     "fit",

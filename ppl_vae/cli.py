@@ -89,9 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_optimizer_flags(train)
     train.add_argument(
         "--elbo",
-        default=DEFAULTS_TRAIN.elbo,
-        help="trace | meanfield | jit | iwae | enum | tracegraph | stl | reference-mc | reference-analytic | "
-        "reference-stl",
+        default=None,
+        help="trace | meanfield | jit | iwae | enum | tracegraph | tracegraph-baseline | stl | reference-mc | "
+        "reference-analytic | reference-stl [trace; enum for --family m2, joint]",
     )
     train.add_argument(
         "--path",
@@ -136,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="dimensions of z2 with --latent-layers 2, 1 to --z-dim [z_dim // 2]",
     )
     _add_part_flags(train)
+    _add_family_flags(train)
     train.add_argument("--seed", type=int, default=DEFAULTS_TRAIN.seed)
     train.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda [cpu]")
     train.add_argument("--eval-every", type=int, default=DEFAULTS_TRAIN.eval_every, help="test ELBO every N epochs")
@@ -237,6 +238,57 @@ def _add_part_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_family_flags(parser: argparse.ArgumentParser) -> None:
+    """``--family --labelled --classes --alpha``: the discrete-latent families of :mod:`ppl_vae.semisupervised`."""
+    parser.add_argument(
+        "--family",
+        default=DEFAULTS_MODEL["family"],
+        help="vae | m2 (semi-supervised M2: y observed where labelled, enumerated where not) | joint (y enumerated "
+        "everywhere, no labels)",
+    )
+    parser.add_argument(
+        "--labelled",
+        type=integer_or_text,
+        default=None,
+        help="--family m2: training examples that keep their label, balanced over classes and chosen from --seed; "
+        "all: every one [all]",
+    )
+    parser.add_argument(
+        "--classes", type=integer_or_text, default=None, help="--family joint: values of y [the data's classes]"
+    )
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        default=None,
+        help="--family m2: weight of the classification term alpha log q(y | x) [0.1 x training examples]",
+    )
+
+
+def _family_options(args, data) -> dict:
+    """The ModelConfig fields that ``--family`` and ``--classes`` set (``family``, ``num_classes``)."""
+    if args.family == "vae":
+        if args.classes is not None:
+            raise InputError(f"--classes {args.classes} is an option of --family joint")
+        return {}
+    if args.conditional:
+        raise InputError(f"--conditional and --family {args.family}: the family's y is a latent, not an input")
+    if args.family == "joint":
+        classes = args.classes if args.classes is not None else data.num_classes
+        if classes == 0:
+            raise InputError(f"--family joint on data set {data.name!r} without labels needs --classes C")
+        return {"family": "joint", "num_classes": classes}
+    if args.classes is not None:
+        raise InputError(f"--classes {args.classes}: --family {args.family} takes the data's classes")
+    if args.family == "m2" and data.num_classes == 0:
+        raise InputError(f"--family m2 needs labels, and data set {data.name!r} has none")
+    return {"family": args.family, "num_classes": data.num_classes}
+
+
+def _labelled(value) -> int | None:
+    """``--labelled``: ``all`` (or absent) -> ``None``; a count stays as it is, for the config check."""
+    return None if value in (None, "all") else value
+
+
 def _config_from_args(args) -> RunConfig:
     from ppl_vae.data import load_dataset
     from ppl_vae.parts import check_model, check_train
@@ -251,7 +303,7 @@ def _config_from_args(args) -> RunConfig:
         optim=args.optim,
         lr_schedule=args.lr_schedule,
         lr_decay=args.lr_decay,
-        elbo=args.elbo,
+        elbo=args.elbo or ("enum" if args.family in ("m2", "joint") else DEFAULTS_TRAIN.elbo),
         path=args.path,
         num_particles=args.num_particles,
         beta=args.beta,
@@ -260,12 +312,16 @@ def _config_from_args(args) -> RunConfig:
         seed=args.seed,
         device=args.device or "cpu",
         eval_every=args.eval_every,
+        labelled=_labelled(args.labelled),
+        alpha=args.alpha,
     )
     check_train(train)
     evaluation = EvalConfig(k=args.k, num_particles=args.eval_particles)
     options = {name: getattr(args, name) for name in MODEL_FIELDS if getattr(args, name) is not None}
     if args.program is not None:
         given = [f"--{name.replace('_', '-')}" for name in options] + ["--conditional"] * args.conditional
+        given += [f"--{name}" for name in ("classes",) if getattr(args, name) is not None]
+        given += ["--family"] * (args.family != "vae")
         if given:
             raise InputError(
                 f"{', '.join(given)}: --program builds its own model and guide; leave these out (pass the program's "
@@ -281,6 +337,7 @@ def _config_from_args(args) -> RunConfig:
     if args.program is not None:
         spec = program_spec_for(data, args.program, program_args)
         return RunConfig(program=spec, data=data_config, train=train, evaluation=evaluation)
+    options.update(_family_options(args, data))
     model = check_model(model_config_for(data, conditional=args.conditional, **options))
     return RunConfig(model=model, data=data_config, train=train, evaluation=evaluation)
 
@@ -356,7 +413,19 @@ def _add_compare_kl(commands) -> None:
     kl.add_argument(
         "--top-z-dim", type=integer_or_text, default=None, help="dimensions of z2 with --latent-layers 2 [z_dim // 2]"
     )
-    kl.add_argument("--estimators", default=",".join(ESTIMATORS), help="objectives to compare, comma-separated")
+    kl.add_argument(
+        "--estimators",
+        default=None,
+        help=f"objectives to compare, comma-separated [{','.join(ESTIMATORS)}; with --family m2 or joint: "
+        "enum,tracegraph,tracegraph-baseline]",
+    )
+    kl.add_argument(
+        "--family",
+        default="vae",
+        help="vae | m2 | joint: with m2 or joint, compare the estimators of the discrete latent y instead (enumerated "
+        "or sampled): gradient variance of the classifier, encoder and decoder, test accuracy after --epochs",
+    )
+    kl.add_argument("--labelled", type=integer_or_text, default=None, help="--family m2: labelled examples [all]")
     kl.add_argument("--repetitions", type=int, default=lab.repetitions, help="R: evaluations at fixed parameters")
     kl.add_argument("--epochs", type=int, default=lab.epochs, help="E: training epochs per estimator (0: none)")
     kl.add_argument("--batch-size", type=int, default=lab.batch_size, help="fixed minibatch and training batch")
@@ -374,8 +443,12 @@ def command_compare_kl(args) -> None:
 
     from ppl_vae import lab
 
+    if args.family != "vae":
+        return command_compare_discrete(args)
     settings = lab.LabConfig(
-        estimators=tuple(name.strip() for name in args.estimators.split(",") if name.strip()),
+        estimators=tuple(
+            name.strip() for name in (args.estimators or ",".join(lab.ESTIMATORS)).split(",") if name.strip()
+        ),
         repetitions=args.repetitions,
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -400,6 +473,44 @@ def command_compare_kl(args) -> None:
     print(f"written: {out}/compare_kl.json, compare_kl.md, compare_kl.png")
 
 
+def command_compare_discrete(args) -> None:
+    """``compare-kl --family m2|joint``: :func:`ppl_vae.lab.discrete.compare_discrete` on a fresh program."""
+    import json
+    import time
+
+    from ppl_vae.data import load_dataset
+    from ppl_vae.lab.discrete import DISCRETE_ESTIMATORS, compare_discrete, format_discrete
+    from ppl_vae.run import model_config_for
+    from ppl_vae.semisupervised import discrete_program
+    from ppl_vae.train import seed_everything
+
+    if args.run is not None:
+        raise InputError("--family with --run: the discrete comparison starts from a fresh program; leave out --run")
+    names = tuple(
+        name.strip() for name in (args.estimators or ",".join(DISCRETE_ESTIMATORS)).split(",") if name.strip()
+    )
+    data = load_dataset(args.data, root=args.data_root, download=args.download)
+    args.classes, args.conditional = None, False
+    options = {"hidden": parse_hidden(args.hidden)} if args.hidden is not None else {}
+    options.update({"z_dim": args.z_dim} if args.z_dim is not None else {}, **_family_options(args, data))
+    model = model_config_for(data, **options)
+    train = TrainConfig(
+        batch_size=args.batch_size, lr=args.lr, seed=args.seed, labelled=_labelled(args.labelled), elbo="enum"
+    )
+    config = RunConfig(model=model, data=DataConfig(name=args.data, root=args.data_root), train=train)
+    if args.repetitions < 2 or args.epochs < 0:
+        raise InputError(f"--repetitions {args.repetitions} (>= 2) and --epochs {args.epochs} (>= 0)")
+    seed_everything(args.seed)
+    result = compare_discrete(discrete_program(model), data, config, names, args.repetitions, args.epochs)
+    out = args.out or Path("runs") / f"compare-discrete-{Path(data.name).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare_discrete.json").write_text(json.dumps(result, indent=2))
+    text = format_discrete(result)
+    (out / "compare_discrete.md").write_text(text + "\n")
+    print(text)
+    print(f"written: {out}/compare_discrete.json, compare_discrete.md")
+
+
 def print_metrics(metrics: dict) -> None:
     """A small table of the test metrics, nats per example (of ``log p(x | y)`` for a conditional model)."""
     of = "log p(x | y)" if metrics.get("conditional") else "log p(x)"
@@ -410,7 +521,17 @@ def print_metrics(metrics: dict) -> None:
     cells = [[name, f"{value:.3f}", f"{se:.3f}"] for name, value, se in rows]
     if "train_elbo" in metrics:
         cells.append(["train ELBO (last epoch)", f"{metrics['train_elbo']:.3f}", ""])
+    if "test_log_likelihood_exact_y" in metrics:  # --family m2 | joint
+        exact = (metrics["test_log_likelihood_exact_y"], metrics["test_log_likelihood_exact_y_se"])
+        cells.insert(2, [f"test log p(x), summed over y (k={metrics['k']})", f"{exact[0]:.3f}", f"{exact[1]:.3f}"])
     print(table(["metric", "nats per example", "std. error"], cells, style="terminal"))
+    accuracies = [name for name in ACCURACY_KEYS if metrics.get(name) is not None]
+    if accuracies:
+        print(", ".join(f"{name.replace('_', ' ')} {100 * metrics[name]:.1f} %" for name in accuracies))
+
+
+ACCURACY_KEYS = ("test_accuracy", "bayes_accuracy", "baseline_accuracy", "clustering_accuracy")
+"""The fractions that ``print_metrics`` shows as percentages (``--family m2 | joint``)."""
 
 
 def main(argv: list[str] | None = None) -> int:

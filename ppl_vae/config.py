@@ -111,6 +111,11 @@ class ModelConfig:
             (``normal`` or ``mog``) is then p(z2); the guide (any) is q(z1 | x).
         top_z_dim: dimensions of ``"z2"`` (``--latent-layers 2`` only), ``1 <= top_z_dim <= z_dim``; ``None`` means
             ``max(1, z_dim // 2)`` (see :attr:`top_dim`).
+        family: ``vae`` (the built-in VAE above), or a model with a discrete latent class ``"y"`` over
+            ``num_classes >= 2`` values beside ``"z"`` (:mod:`ppl_vae.semisupervised`): ``m2``, the semi-supervised
+            M2 of Kingma et al. 2014 (``--family m2 --labelled N``), or ``joint``, the same program with no labels
+            (``--family joint --classes C``). Both take the ``mlp`` net, the ``diagonal`` guide, the ``normal``
+            prior and one latent layer.
     """
 
     x_dim: int
@@ -129,6 +134,7 @@ class ModelConfig:
     num_classes: int = 0
     latent_layers: int = 1
     top_z_dim: int | None = None
+    family: str = "vae"
 
     @property
     def top_dim(self) -> int | None:
@@ -159,6 +165,7 @@ class ModelConfig:
         require_int(self.flow_layers, "--flow-layers")
         require_int(self.num_classes, "num_classes (0: not conditional)", least=0)
         _check_latent_layers(self)
+        _check_family(self)
 
 
 PART_NAME_FLAGS = {
@@ -172,6 +179,32 @@ PART_NAME_FLAGS = {
 
 MAX_LATENT_LAYERS = 2
 """The built-in VAE has one latent layer ``"z"`` or two, ``"z2" -> "z1"`` (deeper models: write your own program)."""
+
+
+FAMILIES = ("vae", "m2", "joint")
+"""``--family``: the built-in VAE, the semi-supervised M2, the unlabelled joint discrete-continuous VAE."""
+
+DISCRETE_FAMILY_PARTS = {"net": "mlp", "guide": "diagonal", "prior": "normal", "latent_layers": 1}
+"""What ``--family m2`` and ``--family joint`` take (:mod:`ppl_vae.semisupervised` builds these networks)."""
+
+
+def _check_family(config: ModelConfig) -> None:
+    """``family`` one of :data:`FAMILIES`; ``m2`` and ``joint`` need ``num_classes >= 2`` and the parts of
+    :data:`DISCRETE_FAMILY_PARTS`."""
+    require(config.family in FAMILIES, f"--family must be one of {', '.join(FAMILIES)}, got {config.family!r}")
+    if config.family == "vae":
+        return
+    require(
+        config.num_classes >= 2,
+        f"--family {config.family} needs at least 2 classes of y (--classes, or the data's labels), "
+        f"got {config.num_classes}",
+    )
+    for name, value in DISCRETE_FAMILY_PARTS.items():
+        flag = "--" + name.replace("_", "-")
+        require(
+            getattr(config, name) == value,
+            f"--family {config.family} takes {flag} {value}, got {flag} {getattr(config, name)}",
+        )
 
 
 def _check_latent_layers(config: ModelConfig) -> None:
@@ -225,6 +258,10 @@ class TrainConfig:
             wrappers), ``auto`` (the default: ``fast`` wherever it applies, i.e. every Pyro objective; the
             hand-written ``reference-*`` steps are one path already). Both paths take the same updates from the same
             draws (see ``ppl_vae.objectives``), so the path does not change the numbers, and a run resumes on either.
+        labelled: ``--family m2`` only: how many training examples keep their label (balanced over the classes,
+            chosen from ``seed``); ``None``: every one.
+        alpha: ``--family m2`` only: the weight of the classification term ``alpha * log q(y | x)`` of each labelled
+            example; ``None``: ``0.1 x`` the number of training examples (Kingma et al. 2014).
     """
 
     epochs: int = 30
@@ -246,6 +283,8 @@ class TrainConfig:
     lr_horizon: int | None = None
     lr_factors: tuple[tuple[str, float], ...] = ()
     path: str = "auto"
+    labelled: int | None = None
+    alpha: float | None = None
 
     def __post_init__(self):
         require_int(self.epochs, "--epochs")
@@ -272,6 +311,13 @@ class TrainConfig:
             require_int(self.lr_horizon, "lr_horizon (optimizer steps of the schedule)")
         object.__setattr__(self, "lr_factors", _lr_factors(self.lr_factors))
         require(self.path in TRAIN_PATHS, f"--path must be one of {', '.join(TRAIN_PATHS)}, got {self.path!r}")
+        if self.labelled is not None:
+            require_int(self.labelled, "--labelled")
+        if self.alpha is not None:
+            require(
+                _is_number(self.alpha) and 0 <= self.alpha < math.inf,
+                f"--alpha must be a number >= 0, got {self.alpha!r}",
+            )
 
 
 TRAIN_PATHS = ("auto", "fast", "plain")
@@ -387,6 +433,12 @@ class RunConfig:
             "a run has either a model (the built-in VAE) or a program (a user's), "
             f"got {'both' if self.model is not None else 'neither'}",
         )
+        family = self.model.family if self.model is not None else "program"
+        for name in ("labelled", "alpha"):
+            require(
+                getattr(self.train, name) is None or family == "m2",
+                f"--{name} {getattr(self.train, name)} is an option of --family m2, not of {family}",
+            )
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

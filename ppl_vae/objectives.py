@@ -19,6 +19,9 @@ name                     step
                          that marks none
 ``tracegraph``           ``SVI`` + ``TraceGraph_ELBO``: score-function gradients with Rao-Blackwellization, for
                          non-reparameterizable latents
+``tracegraph-baseline``  ``tracegraph`` with Pyro's decaying-average baseline (``BASELINE_BETA``) at every latent site
+                         without ``rsample`` (:class:`DecayingAverageBaseline`); fixed batch shape (the average is
+                         kept per position in the minibatch)
 ``stl``                  ``SVI`` + :class:`TraceSTL_ELBO`, "sticking the landing": ``trace`` with the score term of
                          every reparameterized latent site dropped from the gradient; refused for a latent site
                          without ``rsample``
@@ -71,6 +74,7 @@ hand-written steps. Training reports the weighted objective; evaluation (:mod:`p
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -625,6 +629,40 @@ _svi_objective(
 _svi_objective("enum", TraceEnum_ELBO, check=require_enumerated)
 _svi_objective("tracegraph", TraceGraph_ELBO)
 _svi_objective("stl", TraceSTL_ELBO, check=require_reparameterized)
+
+BASELINE_BETA = 0.9
+"""The decay of ``tracegraph-baseline``'s average: ``b <- (1 - beta) * cost + beta * b`` after every step (Pyro's
+default ``baseline_beta``)."""
+
+
+class DecayingAverageBaseline(Messenger):
+    """Pyro's decaying-average baseline, ``infer={"baseline": {"use_decaying_avg_baseline": True, "baseline_beta":
+    beta}}``, put on every latent sample site without ``rsample`` (a discrete latent): ``TraceGraph_ELBO`` then
+    subtracts the running average of each such site's downstream cost from it in the score-function term, which
+    leaves the gradient unbiased and lowers its variance. Sites that already name a baseline keep theirs."""
+
+    def __init__(self, beta: float = BASELINE_BETA):
+        super().__init__()
+        self.beta = beta
+
+    def _process_message(self, msg) -> None:
+        if msg["type"] != "sample" or msg["is_observed"] or getattr(msg["fn"], "has_rsample", True):
+            return
+        if "baseline" not in msg["infer"]:
+            baseline = {"use_decaying_avg_baseline": True, "baseline_beta": self.beta}
+            msg["infer"] = {**msg["infer"], "baseline": baseline}
+
+
+@OBJECTIVES.register("tracegraph-baseline")
+def tracegraph_baseline_step(program: UserProgram, config: TrainConfig) -> TrainingStep:
+    with_baseline = dataclasses.replace(program, guide=DecayingAverageBaseline()(program.guide))
+    return SVIStep(
+        with_baseline,
+        config,
+        lambda sites: TraceGraph_ELBO(**_elbo_options(config, sites)),
+        latent_scaled=is_latent_scaled(config),
+        fixed_batch_shape=True,
+    )
 
 
 def _no_latent_scale(config: TrainConfig) -> None:

@@ -50,6 +50,7 @@ from ppl_vae.evaluate import elbo, iwae_log_likelihood, program_test_set
 from ppl_vae.parts import check_run
 from ppl_vae.programs import UserProgram, as_user_program
 from ppl_vae.report import ReportConfig, write_report
+from ppl_vae.semisupervised import discrete_program, draw_discrete_figures, evaluate_discrete, training_view
 from ppl_vae.train import fit, seed_everything, with_lr_horizon
 from ppl_vae.user_program import build_program
 from ppl_vae.vae import VAE
@@ -112,7 +113,7 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu", *, trust_progr
     (whose build function is imported and called only with ``trust_program=True``)."""
     config = load_config(run_dir)
     require_trusted(run_dir, config, trust_program)
-    trained = VAE(config.model) if config.program is None else build_program(config.program)
+    trained = build_trained(config)
     _load_weights(trained, run_dir, device)
     as_user_program(trained).modules.to(device).eval()
     return trained
@@ -159,15 +160,19 @@ def train_run(
 
     seed_everything(config.train.seed)
     # a program is built before anything is written: a bad path leaves no run folder
-    trained = VAE(config.model) if config.program is None else build_program(config.program)
+    trained = build_trained(config)
+    discrete = config.model is not None and config.model.family != "vae"
+    trainee, train_data = training_view(trained, data, config) if discrete else (trained, data)
     if resume:  # one clear line, before training, where the weights do not fit (fit() restores them itself)
         _load_weights(trained, run_dir, config.train.device)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_json(run_dir / CONFIG_FILE, json.loads(config.to_json()))
     if config.program is not None:
         pyro.clear_param_store()
-    history = fit(trained, data, config.train, run_dir=run_dir, resume=resume, progress=progress)
+    history = fit(trainee, train_data, config.train, run_dir=run_dir, resume=resume, progress=progress)
     metrics = evaluate_vae(trained, data, config.evaluation)
+    if discrete:
+        metrics.update(evaluate_discrete(trained, data, config))
     metrics.update(
         train_elbo=history[-1]["train_elbo"],
         epochs=len(history),
@@ -178,7 +183,17 @@ def train_run(
         metrics["figures_skipped"] = figures_skipped(trained)
     save_json(run_dir / METRICS_FILE, metrics)
     draw_figures(trained, data, history, run_dir)
+    if discrete:
+        draw_discrete_figures(trained, data, run_dir)
     return metrics
+
+
+def build_trained(config: RunConfig) -> VAE | UserProgram:
+    """What a run's config describes, with fresh weights: the built-in VAE, the M2 / joint family's program
+    (:func:`ppl_vae.semisupervised.discrete_program`), or a user's program (its build function imported)."""
+    if config.program is not None:
+        return build_program(config.program)
+    return VAE(config.model) if config.model.family == "vae" else discrete_program(config.model)
 
 
 def evaluate_vae(

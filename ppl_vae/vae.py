@@ -84,6 +84,8 @@ class VAE(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
+        if config.family != "vae":
+            raise InputError(f"VAE builds --family vae; --family {config.family} is ppl_vae.semisupervised's")
         self.config = check_model(config)
         self.pyro_name = f"vae{next(_instance_ids)}"
         self.likelihood = LIKELIHOODS.get(config.likelihood)(config)

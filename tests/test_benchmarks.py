@@ -72,3 +72,18 @@ def test_plain_loop_computes_the_projects_first_loss(configuration, plain, proje
     # and a different seed gives a different loss: the comparison sees the draws
     other = epoch_speed.Setup.create(configuration, data, torch.device("cpu"), seed=4)
     assert epoch_speed.build_runner(other, plain).epoch() != pytest.approx(plain_loss, rel=1e-5)
+
+
+m2_labels = load_benchmark("m2_labels")
+
+
+def test_m2_labels_writes_a_table_and_a_plot(tmp_path, monkeypatch):
+    from ppl_vae import semisupervised
+
+    monkeypatch.setattr(semisupervised, "BASELINE_STEPS", 20)  # the plumbing, not the baseline
+    out = tmp_path / "m2.json"
+    tiny = ["--labelled", "10,20", "--seeds", "0,1", "--epochs", "1", "--batch-size", "512", "--k", "2"]
+    result = m2_labels.main([*tiny, "--hidden", "8", "--z-dim", "2", "--eval-particles", "2", "--out", str(out)])
+    assert [row["labelled"] for row in result["summary"]] == [10, 20]
+    assert all(row["seeds"] == 2 and 0 <= row["test_accuracy"] <= 1 for row in result["summary"])
+    assert "| 10 |" in out.with_suffix(".md").read_text() and out.with_suffix(".png").stat().st_size > 0
