@@ -1,6 +1,6 @@
-"""Command line: ``ppl-vae train``, ``ppl-vae evaluate``, ``ppl-vae compare-kl``, and the commands that use a trained
-run, ``sample``, ``reconstruct``, ``encode``, ``traverse``, ``interpolate`` (:mod:`ppl_vae.cli_use`) (also
-``python -m ppl_vae``).
+"""Command line: ``ppl-vae train``, ``ppl-vae evaluate``, ``ppl-vae compare-kl``, ``compare`` and ``sweep``
+(:mod:`ppl_vae.cli_compare`), and the commands that use a trained run, ``sample``, ``reconstruct``, ``encode``,
+``traverse``, ``interpolate`` (:mod:`ppl_vae.cli_use`) (also ``python -m ppl_vae``).
 
 Bad input ends with one line ``ppl-vae: error: ...`` naming the value and what was expected, and exit status 2.
 """
@@ -12,6 +12,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from ppl_vae.cli_compare import add_compare_commands
 from ppl_vae.cli_use import add_use_commands
 from ppl_vae.config import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
 from ppl_vae.errors import InputError
@@ -166,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.set_defaults(handler=command_evaluate)
     _add_compare_kl(commands)
+    add_compare_commands(commands)
     add_use_commands(commands)
     return parser
 
@@ -407,7 +409,11 @@ def print_metrics(metrics: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, train_flags = parser.parse_known_args(argv)
+    if train_flags and not getattr(args, "takes_train_flags", False):
+        parser.parse_args(argv)  # argparse's own message for the flags it does not know, and exit 2
+    args.train_flags = train_flags
     try:
         args.handler(args)
     except InputError as error:

@@ -344,3 +344,22 @@ def plot_heads(heads: list[dict], path: str | Path, title: str = "Scale heads") 
     axes.grid(alpha=0.3)
     axes.legend()
     return _save(figure, path)
+
+
+def plot_curve_overlay(curves: dict[str, tuple[str, list[int], list[float]]], path: str | Path) -> Path:
+    """One line per run: ``{name: (key, epochs, values)}`` with ``key`` ``val_elbo`` or ``test_elbo``, the
+    per-epoch held-out ELBO in nats per example (higher is better), overlaid on the same axes."""
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    keys = sorted({key for key, _, _ in curves.values()})
+    for name, (key, epochs, values) in curves.items():
+        label = name if len(keys) == 1 else f"{name} ({key})"
+        axes.plot(epochs, values, marker="o", markersize=2, linewidth=1.2, label=label)
+    held_out = " / ".join({"val_elbo": "validation", "test_elbo": "test"}[key] for key in keys)
+    axes.set(
+        xlabel="epoch",
+        ylabel=f"{held_out} ELBO (nats per example, higher is better)",
+        title=f"{held_out.capitalize()} ELBO per epoch",
+    )
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small", ncol=2 if len(curves) > 8 else 1)
+    return _save(figure, path)

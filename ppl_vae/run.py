@@ -7,6 +7,8 @@ A run folder holds::
     checkpoint.pt      weights, optimizer state, RNG states, history (loaded with weights_only=True)
     metrics.json       test ELBO and log p(x) with standard errors, nats per example; the history
                        (for a program: "figures_skipped", the figures it offers no function for, with the reason)
+    test_values.npz    per-example test ELBO and log p(x), for paired comparisons (see ppl_vae.test_values)
+    environment.json   package versions, Python, git commit, device, threads (see ppl_vae.environment)
     elbo.png  reconstructions.png  samples.png  latent.png
     report.json  report.md  posterior.nc  khat.png  kl_per_dim.png  gap_histogram.png  [manifold.png]
                        written by ``evaluate_run(..., report=ReportConfig())`` (see ppl_vae.report; built-in VAE only)
@@ -45,11 +47,13 @@ from ppl_vae.checkpoint import (
 )
 from ppl_vae.config import EvalConfig, ModelConfig, ProgramSpec, RunConfig
 from ppl_vae.data import Dataset, load_dataset
+from ppl_vae.environment import ENVIRONMENT_FILE, environment
 from ppl_vae.errors import InputError
 from ppl_vae.evaluate import elbo, iwae_log_likelihood, program_test_set
 from ppl_vae.parts import check_run
 from ppl_vae.programs import UserProgram, as_user_program
 from ppl_vae.report import ReportConfig, write_report
+from ppl_vae.test_values import observed_digest, save_test_values
 from ppl_vae.train import fit, seed_everything, with_lr_horizon
 from ppl_vae.user_program import build_program
 from ppl_vae.vae import VAE
@@ -164,10 +168,11 @@ def train_run(
         _load_weights(trained, run_dir, config.train.device)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_json(run_dir / CONFIG_FILE, json.loads(config.to_json()))
+    save_json(run_dir / ENVIRONMENT_FILE, environment(config.train.device))
     if config.program is not None:
         pyro.clear_param_store()
     history = fit(trained, data, config.train, run_dir=run_dir, resume=resume, progress=progress)
-    metrics = evaluate_vae(trained, data, config.evaluation)
+    metrics = evaluate_vae(trained, data, config.evaluation, run_dir=run_dir)
     metrics.update(
         train_elbo=history[-1]["train_elbo"],
         epochs=len(history),
@@ -182,12 +187,18 @@ def train_run(
 
 
 def evaluate_vae(
-    trained: VAE | UserProgram, data: Dataset, evaluation: EvalConfig, log_likelihood: bool = True
+    trained: VAE | UserProgram,
+    data: Dataset,
+    evaluation: EvalConfig,
+    log_likelihood: bool = True,
+    *,
+    run_dir: str | Path | None = None,
 ) -> dict:
     """Test ELBO and IWAE log p(x) with their standard errors, nats per example (keys as in ``metrics.json``), of
     the built-in VAE or a user's program.
 
     ``log_likelihood=False`` leaves the IWAE estimate out, for a caller that gets it from the diagnostics' draws.
+    With ``run_dir`` the per-example values are also written to its ``test_values.npz`` (:mod:`ppl_vae.test_values`).
     """
     program = as_user_program(trained)
     x_test, y_test = program_test_set(program, data)
@@ -199,9 +210,13 @@ def evaluate_vae(
         "k": evaluation.k,
         "elbo_particles": evaluation.num_particles,
     }
+    per_example = {"elbo": test_elbo.per_example}
     if log_likelihood:
         estimate = iwae_log_likelihood(program.model, program.guide, x_test, k=evaluation.k, y=y_test)
         metrics.update(test_log_likelihood=estimate.mean, test_log_likelihood_se=estimate.se)
+        per_example["log_likelihood"] = estimate.per_example
+    if run_dir is not None:
+        save_test_values(run_dir, observed_digest(x_test, y_test), **per_example)
     return metrics
 
 
@@ -232,7 +247,7 @@ def evaluate_run(
     seed_everything(config.train.seed)
     metrics_path = run_dir / METRICS_FILE
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    metrics.update(evaluate_vae(trained, data, evaluation, log_likelihood=report is None))
+    metrics.update(evaluate_vae(trained, data, evaluation, log_likelihood=report is None, run_dir=run_dir))
     if report is None:
         save_json(metrics_path, metrics)
         return metrics
