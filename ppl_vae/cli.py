@@ -134,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=DEFAULTS_TRAIN.seed)
     train.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda [cpu]")
     train.add_argument("--eval-every", type=int, default=DEFAULTS_TRAIN.eval_every, help="test ELBO every N epochs")
+    train.add_argument(
+        "--val-fraction",
+        type=float,
+        default=DEFAULTS_TRAIN.val_fraction,
+        help="share of the training set held out (from --seed) for the per-epoch ELBO; the test set is then "
+        "evaluated once, after training (0: no validation set, the per-epoch ELBO is the test ELBO)",
+    )
     _add_evaluation_flags(train)
     train.add_argument("--out", type=Path, default=None, help="run folder [runs/<data>-<time>]")
     train.add_argument(
@@ -141,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_trust_flag(train, "--resume")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="log every epoch to RUN_DIR/tensorboard (tensorboard --logdir runs/); needs the tensorboard extra",
+    )
     train.set_defaults(handler=command_train)
 
     evaluate = commands.add_parser(
@@ -255,6 +267,7 @@ def _config_from_args(args) -> RunConfig:
         seed=args.seed,
         device=args.device or "cpu",
         eval_every=args.eval_every,
+        val_fraction=args.val_fraction,
     )
     check_train(train)
     evaluation = EvalConfig(k=args.k, num_particles=args.eval_particles)
@@ -300,7 +313,12 @@ def command_train(args) -> None:
     run_dir = args.out or default_run_dir(config.data.name)
     try:
         metrics = train_run(
-            config, run_dir, resume=args.resume, progress=not args.no_progress, trust_program=args.trust_program
+            config,
+            run_dir,
+            resume=args.resume,
+            progress=not args.no_progress,
+            trust_program=args.trust_program,
+            tensorboard=args.tensorboard,
         )
     except KeyboardInterrupt:
         print(f"\ninterrupted: continue with  ppl-vae train --resume --out {run_dir}", file=sys.stderr)

@@ -220,6 +220,10 @@ class TrainConfig:
         lr_factors: per-group learning rates: ``(prefix, factor)`` pairs (a dict is accepted), ``lr`` times
             ``factor`` for the parameters whose names start with ``prefix`` (longest prefix wins; see
             ``ppl_vae.optim``). A prefix that matches no trained parameter is refused at the first step.
+        val_fraction: the share of the training set held out as a validation set (chosen from ``seed``, see
+            :func:`ppl_vae.data.validation_split`), in [0, 1): the per-epoch held-out ELBO is then the validation
+            ELBO (``val_elbo``) and the test set is touched once, after training. 0 (the default): no validation set,
+            the per-epoch curve is the test ELBO (``test_elbo``).
     """
 
     epochs: int = 30
@@ -240,6 +244,7 @@ class TrainConfig:
     lr_decay: float = 0.1
     lr_horizon: int | None = None
     lr_factors: tuple[tuple[str, float], ...] = ()
+    val_fraction: float = 0.0
 
     def __post_init__(self):
         require_int(self.epochs, "--epochs")
@@ -265,6 +270,10 @@ class TrainConfig:
         if self.lr_horizon is not None:
             require_int(self.lr_horizon, "lr_horizon (optimizer steps of the schedule)")
         object.__setattr__(self, "lr_factors", _lr_factors(self.lr_factors))
+        require(
+            _is_number(self.val_fraction) and 0 <= self.val_fraction < 1,
+            f"--val-fraction must be a number in [0, 1), got {self.val_fraction!r}",
+        )
 
 
 TRAIN_PART_NAME_FLAGS = {"elbo": "--elbo", "anneal": "--anneal", "optim": "--optim", "lr_schedule": "--lr-schedule"}

@@ -52,16 +52,18 @@ def _grid(images: np.ndarray, columns: int) -> np.ndarray:
 
 
 def plot_training_curves(history: list[dict], path: str | Path, title: str = "ELBO per epoch") -> Path:
-    """Train and test ELBO (nats per example) against the epoch; the test curve with +-2 standard errors."""
+    """Train and held-out ELBO (nats per example) against the epoch; the held-out curve (the validation ELBO where the
+    history has ``val_elbo``, else the test ELBO) with +-2 standard errors."""
     figure, axes = plt.subplots(figsize=(6, 4))
     epochs = [record["epoch"] for record in history]
     axes.plot(epochs, [record["train_elbo"] for record in history], label="train ELBO (training objective)")
-    tested = [record for record in history if "test_elbo" in record]
+    key, name = ("val_elbo", "validation") if any("val_elbo" in record for record in history) else ("test_elbo", "test")
+    tested = [record for record in history if key in record]
     test_epochs = np.array([record["epoch"] for record in tested])
-    test = np.array([record["test_elbo"] for record in tested])
-    se = np.array([record["test_elbo_se"] for record in tested])
-    axes.plot(test_epochs, test, marker="o", markersize=3, label="test ELBO")
-    axes.fill_between(test_epochs, test - 2 * se, test + 2 * se, alpha=0.25, label="test ELBO +-2 SE")
+    test = np.array([record[key] for record in tested])
+    se = np.array([record[f"{key}_se"] for record in tested])
+    axes.plot(test_epochs, test, marker="o", markersize=3, label=f"{name} ELBO")
+    axes.fill_between(test_epochs, test - 2 * se, test + 2 * se, alpha=0.25, label=f"{name} ELBO +-2 SE")
     axes.set(xlabel="epoch", ylabel="ELBO (nats per example, higher is better)", title=title)
     axes.grid(alpha=0.3)
     axes.legend()

@@ -46,7 +46,7 @@ from ppl_vae.checkpoint import (
     save_json,
 )
 from ppl_vae.config import EvalConfig, ModelConfig, ProgramSpec, RunConfig
-from ppl_vae.data import Dataset, load_dataset
+from ppl_vae.data import Dataset, load_dataset, validation_split
 from ppl_vae.environment import ENVIRONMENT_FILE, environment
 from ppl_vae.errors import InputError
 from ppl_vae.evaluate import elbo, iwae_log_likelihood, program_test_set
@@ -135,13 +135,20 @@ def _load_weights(trained: VAE | UserProgram, run_dir: str | Path, device: str |
 
 
 def train_run(
-    config: RunConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True, trust_program: bool = False
+    config: RunConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    trust_program: bool = False,
+    tensorboard: bool = False,
 ) -> dict:
     """Train ``config`` into ``run_dir``, evaluate it and draw its figures; returns the metrics.
 
     ``resume=True`` continues the checkpoint in ``run_dir`` (its ``config.json`` must equal ``config`` except for
     ``train``'s ``epochs`` and ``device``); for a program run only with ``trust_program=True`` (the program comes
     from the folder). Without it, a folder that already holds a run is refused, so nothing is overwritten.
+    ``tensorboard=True`` also logs every epoch to ``run_dir/tensorboard`` (:mod:`ppl_vae.tensorboard_log`).
 
     A program run trains in a cleared Pyro parameter store: its ``pyro.module`` names are fixed by the user's code, so
     parameters left in the store under the same names (by an earlier build of the same program in this process)
@@ -159,7 +166,9 @@ def train_run(
         raise InputError(f"run folder {str(run_dir)!r} already holds a run: pass --resume or choose another --out")
     data = load_data(config)
     started = stored.train.lr_horizon if resume else None
-    config = dataclasses.replace(config, train=with_lr_horizon(config.train, data.x_train.shape[0], started))
+    train = config.train
+    trained_on = validation_split(data, train.val_fraction, train.seed) if train.val_fraction else data
+    config = dataclasses.replace(config, train=with_lr_horizon(train, trained_on.x_train.shape[0], started))
 
     seed_everything(config.train.seed)
     # a program is built before anything is written: a bad path leaves no run folder
@@ -171,7 +180,12 @@ def train_run(
     save_json(run_dir / ENVIRONMENT_FILE, environment(config.train.device))
     if config.program is not None:
         pyro.clear_param_store()
-    history = fit(trained, data, config.train, run_dir=run_dir, resume=resume, progress=progress)
+    log = _tensorboard_log(trained, data, config, run_dir, resume) if tensorboard else None
+    try:
+        history = fit(trained, data, config.train, run_dir=run_dir, resume=resume, progress=progress, on_epoch=log)
+    finally:
+        if log is not None:
+            log.close()
     metrics = evaluate_vae(trained, data, config.evaluation, run_dir=run_dir)
     metrics.update(
         train_elbo=history[-1]["train_elbo"],
@@ -179,11 +193,30 @@ def train_run(
         seconds=sum(record["seconds"] for record in history),
         history=history,
     )
+    validated = [record for record in history if "val_elbo" in record]
+    if validated:  # the last validation ELBO: what a selection among runs may use (the test set plays no part)
+        metrics.update(val_elbo=validated[-1]["val_elbo"], val_elbo_se=validated[-1]["val_elbo_se"])
     if config.program is not None:
         metrics["figures_skipped"] = figures_skipped(trained)
     save_json(run_dir / METRICS_FILE, metrics)
     draw_figures(trained, data, history, run_dir)
     return metrics
+
+
+def _tensorboard_log(trained, data: Dataset, config: RunConfig, run_dir: Path, resume: bool, shown: int = 16):
+    """The TensorBoard log of a run (imported only here): its images are the first ``shown`` held-out examples."""
+    from ppl_vae.tensorboard_log import TENSORBOARD_DIR, TensorBoardLog
+
+    train = config.train
+    held_out = validation_split(data, train.val_fraction, train.seed) if train.val_fraction else data
+    program = as_user_program(trained)
+    program.modules.to(train.device)
+    x_held, y_held = program_test_set(program, held_out)
+    first = len(load_checkpoint(run_dir / CHECKPOINT_FILE)["history"]) + 1 if resume else 1
+    labels = None if y_held is None else y_held[:shown]
+    return TensorBoardLog(
+        run_dir / TENSORBOARD_DIR, program, config, x_held[:shown], data.image_shape, y_shown=labels, first_epoch=first
+    )
 
 
 def evaluate_vae(
