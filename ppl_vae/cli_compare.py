@@ -78,7 +78,8 @@ def command_sweep(args) -> None:
 
     configs = sweep_configs(args.grid, args.variants, args.train_flags)
     try:
-        done = run_sweep(configs, args.out, progress=not args.no_progress)
+        tensorboard = "--tensorboard" in args.train_flags
+        done = run_sweep(configs, args.out, progress=not args.no_progress, tensorboard=tensorboard)
     except KeyboardInterrupt:
         print(f"\ninterrupted: the same command continues the sweep in {args.out}", flush=True)
         raise SystemExit(130) from None
@@ -108,6 +109,8 @@ def sweep_configs(grid_texts: list[str], variants_file: Path | None, common: lis
     for key, _ in grid:
         _grid_action(parser, key)
     configs = {}
+    if any(key == "tensorboard" for key, _ in grid) or any("--tensorboard" in flags for _, flags in variants):
+        raise InputError("--tensorboard is for the whole sweep: give it among the common flags, not per variant")
     for variant, flags in variants:
         _refuse_owned(flags, f"variant {variant!r}")
         _refuse_overlap(common, flags, f"variant {variant!r} and the sweep's common flags")

@@ -65,6 +65,9 @@ RESULTS = (
 METRICS_NOT_RESULTS = {"conditional", "k", "elbo_particles", "epochs", "seconds", "history", "figures_skipped"}
 """Keys of ``metrics.json`` that are settings, bookkeeping or not numbers: no column of their own."""
 
+MAX_SETTING_COLUMNS = 4
+"""Up to this many differing settings get a Markdown column each; more are written as ``key=value`` in one column."""
+
 PAIRED = (("elbo", "test ELBO"), ("log_likelihood", "test log p(x)"))
 """The per-example values of ``test_values.npz`` that are paired, with their names in the table."""
 
@@ -251,17 +254,18 @@ class Comparison:
     def markdown(self) -> str:
         """The table (numbers to 3 decimals, ``mean +- se``) and the paired differences, as Markdown."""
         shown = [key for key in self.results if self.has(key)]
-        header = ["run", *(["seeds"] if self.seeds_aggregated else []), *self.settings, *map(_header, shown)]
+        setting_names, setting_cells = self._setting_columns()
+        header = ["run", *(["seeds"] if self.seeds_aggregated else []), *setting_names, *map(_header, shown)]
         cells = [
             [
                 row["run"],
                 *([str(row["seeds"])] if self.seeds_aggregated else []),
-                *(_setting_cell(row.get(key)) for key in self.settings),
+                *settings,
                 *(_number_cell(row.get(key), row.get(f"{key}_se"), key) for key in shown),
             ]
-            for row in self.rows
+            for row, settings in zip(self.rows, setting_cells, strict=True)
         ]
-        align = "l" * (1 + self.seeds_aggregated + len(self.settings)) + "r" * len(shown)
+        align = "l" * (1 + self.seeds_aggregated + len(setting_names)) + "r" * len(shown)
         what = (
             "the mean over seeds +- its standard error over seeds; for one seed, over the test examples"
             if self.seeds_aggregated
@@ -271,6 +275,27 @@ class Comparison:
         parts.append(table(header, cells, align=align))
         parts += ["", *self.paired_markdown()]
         return "\n".join(parts).rstrip() + "\n"
+
+    def _setting_columns(self) -> tuple[list[str], list[list[str]]]:
+        """The Markdown's settings: a column per differing key, or, for more than :data:`MAX_SETTING_COLUMNS` keys,
+        one column of ``key=value`` for the keys where a row differs from the baseline (short keys where unique)."""
+        if len(self.settings) <= MAX_SETTING_COLUMNS:
+            return self.settings, [[_setting_cell(row.get(key)) for key in self.settings] for row in self.rows]
+        base = next(row for row in self.rows if row["run"] == self.baseline)
+        last = [key.split(".")[-1] for key in self.settings]
+        short = {key: name if last.count(name) == 1 else key for key, name in zip(self.settings, last, strict=True)}
+        cells = [
+            [
+                " ".join(
+                    f"{short[key]}={_setting_cell(row.get(key))}"
+                    for key in self.settings
+                    if row.get(key) != base.get(key)
+                )
+                or "(baseline)"
+            ]
+            for row in self.rows
+        ]
+        return [f"settings unlike {self.baseline!r}"], cells
 
     def paired_markdown(self) -> list[str]:
         if not self.paired:

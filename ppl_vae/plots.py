@@ -21,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def _save(figure, path: str | Path) -> Path:
@@ -362,6 +363,7 @@ def plot_curve_overlay(curves: dict[str, tuple[str, list[int], list[float]]], pa
         ylabel=f"{held_out} ELBO (nats per example, higher is better)",
         title=f"{held_out.capitalize()} ELBO per epoch",
     )
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small", ncol=2 if len(curves) > 8 else 1)
     return _save(figure, path)

@@ -165,11 +165,14 @@ def run_sweep(
     parent: str | Path,
     *,
     progress: bool = True,
+    tensorboard: bool = False,
     report: Callable[[str], None] = print,
 ) -> dict[str, str]:
     """Train every ``{name: config}`` into ``parent/name``: every config (:func:`dry_check`) and every folder (see
     :func:`run_state`) is checked before any training, then each run is trained, resumed or skipped. Returns
-    ``{name: what was done}`` (``"trained"``, ``"resumed"``, ``"skipped"``); ``report`` gets one line per run."""
+    ``{name: what was done}`` (``"trained"``, ``"resumed"``, ``"skipped"``); ``report`` gets one line per run.
+    ``tensorboard``: each run logs to its ``tensorboard/`` folder (see :mod:`ppl_vae.tensorboard_log`), so
+    ``tensorboard --logdir PARENT`` shows them all."""
     from ppl_vae.run import train_run
 
     parent = Path(parent)
@@ -188,7 +191,8 @@ def run_sweep(
             continue
         report(f"[{number}/{len(configs)}] {name}: {'resuming' if state == 'interrupted' else 'training'}")
         # resuming a folder whose config.json equals this sweep's own: the program it names is the one given here
-        train_run(config, parent / name, resume=state == "interrupted", progress=progress, trust_program=True)
+        resume = state == "interrupted"
+        train_run(config, parent / name, resume=resume, progress=progress, trust_program=True, tensorboard=tensorboard)
         done[name] = "resumed" if state == "interrupted" else "trained"
     return done
 

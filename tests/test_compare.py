@@ -121,3 +121,15 @@ def test_folders_that_are_not_runs_and_runs_of_other_data_are_refused(three_runs
     assert "runs on different data" in one_error_line(capsys)
     assert main(["compare", str(tmp_path / "nothing-*"), "--out", str(tmp_path / "o")]) == 2
     assert "matches no folder" in one_error_line(capsys)
+
+
+def test_many_differing_settings_share_one_column_of_what_differs_from_the_baseline():
+    from ppl_vae.compare import Comparison
+
+    settings = ["model.guide", "model.net", "model.prior", "train.anneal", "train.elbo"]
+    base = {"model.guide": "diagonal", "model.net": "mlp", "model.prior": "normal", "train.anneal": "none"}
+    base["train.elbo"] = "trace"
+    rows = [{"run": "plain", **base}, {"run": "conv", **base, "model.net": "conv", "train.anneal": "linear"}]
+    markdown = Comparison(settings, [], rows, baseline="plain").markdown()
+    assert "| run | settings unlike 'plain' |" in markdown
+    assert "| plain | (baseline) |" in markdown and "| conv | net=conv anneal=linear |" in markdown

@@ -66,6 +66,7 @@ def test_a_variants_file_is_named_flag_sets(tmp_path):
         (["--grid", "seed=0", "--resume"], "--resume in the sweep's train flags: the sweep sets it itself"),
         (["--grid", "conditional=yes"], "--conditional is a switch, expected true or false"),
         ([], "sweep needs --grid KEY=V1,V2 or --variants FILE"),
+        (["--grid", "tensorboard=true,false"], "--tensorboard is for the whole sweep: give it among the common flags"),
     ],
 )
 def test_invalid_combinations_are_refused_before_any_training(argv, message, tmp_path, capsys, monkeypatch):
