@@ -354,9 +354,12 @@ def plot_curve_overlay(curves: dict[str, tuple[str, list[int], list[float]]], pa
     per-epoch held-out ELBO in nats per example (higher is better), overlaid on the same axes."""
     figure, axes = plt.subplots(figsize=(7, 4.5))
     keys = sorted({key for key, _, _ in curves.values()})
-    for name, (key, epochs, values) in curves.items():
+    colors = plt.get_cmap("tab10" if len(curves) <= 10 else "tab20")
+    for number, (name, (key, epochs, values)) in enumerate(curves.items()):
         label = name if len(keys) == 1 else f"{name} ({key})"
-        axes.plot(epochs, values, marker="o", markersize=2, linewidth=1.2, label=label)
+        style = ("-", "--", ":")[number // 20 % 3]  # 20 colours, then the same colours dashed
+        color = colors(number % 20)
+        axes.plot(epochs, values, style, color=color, marker="o", markersize=2, linewidth=1.2, label=label)
     held_out = " / ".join({"val_elbo": "validation", "test_elbo": "test"}[key] for key in keys)
     axes.set(
         xlabel="epoch",

@@ -109,3 +109,14 @@ def test_a_sweep_resumes_after_an_interrupt_without_repeating_finished_runs(tmp_
     assert (config["train"]["seed"], config["train"]["anneal"], config["train"]["epochs"]) == (1, "linear", 1)
     rows = (tmp_path / "sweep" / "compare.csv").read_text().splitlines()
     assert rows[0].startswith("run,seeds,") and [row.split(",")[0] for row in rows[1:]] == ["plain", "warm"]
+
+
+def test_the_readmes_variant_table_command_names_valid_runs():
+    from pathlib import Path
+
+    from ppl_vae.cli_compare import sweep_configs
+
+    variants = Path(__file__).parent.parent / "docs" / "variants.txt"
+    configs = sweep_configs([], variants, ["--seed", "0", "--epochs", "10", "--z-dim", "8", "--k", "1000"])
+    assert len(configs) == 15 and configs["iwae"].train.num_particles == 10
+    assert configs["conditional"].model.num_classes == 10 and configs["plain"].model.prior == "normal"
