@@ -340,8 +340,8 @@ def _number_cell(value, se, key: str) -> str:
     if key == "khat_share_above_0_7":
         return f"{value:.1%}"
     digits = 1 if key == "seconds" else 3
-    if key == "active_units" and se is None:
-        return f"{value:g}"
+    if isinstance(value, int) and se is None:  # counts: active units, labelled examples
+        return str(value)
     text = f"{value:.{digits}f}"
     return text if se is None or not math.isfinite(se) else f"{text} +- {se:.{digits}f}"
 
@@ -415,7 +415,7 @@ def _row(name: str, members: list[Run], settings: list[str], results: list[str],
 def _mean_and_se(values: list[float], errors: list) -> tuple[float, float | None]:
     """The mean of ``values``; its standard error over them (``ddof = 1``) for several, the one given for one."""
     if len(values) == 1:
-        return float(values[0]), errors[0]
+        return values[0], errors[0]
     return float(np.mean(values)), float(np.std(values, ddof=1) / math.sqrt(len(values)))
 
 

@@ -133,3 +133,29 @@ def test_many_differing_settings_share_one_column_of_what_differs_from_the_basel
     markdown = Comparison(settings, [], rows, baseline="plain").markdown()
     assert "| run | settings unlike 'plain' |" in markdown
     assert "| plain | (baseline) |" in markdown and "| conv | net=conv anneal=linear |" in markdown
+
+
+def test_report_numbers_and_any_other_metric_get_columns(three_runs, tmp_path):
+    for name, accuracy in (("a", 0.9), ("b", None)):
+        shutil.copytree(three_runs / "plain0", tmp_path / name)
+        (tmp_path / name / "report.json").write_text(json.dumps({"khat_share_above_0_7": 0.25, "active_units": 2}))
+        if accuracy is not None:  # a semi-supervised run's numbers (issue 9's M2 family)
+            metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+            metrics.update(test_accuracy=accuracy, test_accuracy_se=0.01, labelled=100, figures_skipped={})
+            (tmp_path / name / "metrics.json").write_text(json.dumps(metrics))
+    result = compare(load_runs([tmp_path / "a", tmp_path / "b"]))
+    assert result.results == [
+        "test_elbo",
+        "test_log_likelihood",
+        "khat_share_above_0_7",
+        "active_units",
+        "labelled",
+        "test_accuracy",
+        "train_elbo",
+        "seconds",
+    ]
+    assert result.rows[0]["test_accuracy"] == 0.9 and result.rows[0]["test_accuracy_se"] == 0.01
+    assert "test_accuracy" not in result.rows[1] and result.rows[1]["active_units"] == 2
+    markdown = result.markdown()
+    assert "| k-hat > 0.7 | active units | labelled | test_accuracy |" in markdown
+    assert "| 25.0% | 2 | 100 | 0.900 +- 0.010 |" in markdown
