@@ -1,6 +1,6 @@
-"""Command line: ``ppl-vae train``, ``ppl-vae evaluate``, ``ppl-vae compare-kl``, and the commands that use a trained
-run, ``sample``, ``reconstruct``, ``encode``, ``traverse``, ``interpolate`` (:mod:`ppl_vae.cli_use`) (also
-``python -m ppl_vae``).
+"""Command line: ``ppl-vae train``, ``ppl-vae evaluate``, ``ppl-vae compare-kl``, ``compare`` and ``sweep``
+(:mod:`ppl_vae.cli_compare`), and the commands that use a trained run, ``sample``, ``reconstruct``, ``encode``,
+``traverse``, ``interpolate`` (:mod:`ppl_vae.cli_use`) (also ``python -m ppl_vae``).
 
 Bad input ends with one line ``ppl-vae: error: ...`` naming the value and what was expected, and exit status 2.
 """
@@ -12,6 +12,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from ppl_vae.cli_compare import add_compare_commands
 from ppl_vae.cli_use import add_use_commands
 from ppl_vae.config import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
 from ppl_vae.errors import InputError
@@ -140,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=DEFAULTS_TRAIN.seed)
     train.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda [cpu]")
     train.add_argument("--eval-every", type=int, default=DEFAULTS_TRAIN.eval_every, help="test ELBO every N epochs")
+    train.add_argument(
+        "--val-fraction",
+        type=float,
+        default=DEFAULTS_TRAIN.val_fraction,
+        help="share of the training set held out (from --seed) for the per-epoch ELBO; the test set is then "
+        "evaluated once, after training (0: no validation set, the per-epoch ELBO is the test ELBO)",
+    )
     _add_evaluation_flags(train)
     train.add_argument("--out", type=Path, default=None, help="run folder [runs/<data>-<time>]")
     train.add_argument(
@@ -147,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_trust_flag(train, "--resume")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="log every epoch to RUN_DIR/tensorboard (tensorboard --logdir runs/); needs the tensorboard extra",
+    )
     train.set_defaults(handler=command_train)
 
     evaluate = commands.add_parser(
@@ -173,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.set_defaults(handler=command_evaluate)
     _add_compare_kl(commands)
+    add_compare_commands(commands)
     add_use_commands(commands)
     return parser
 
@@ -314,6 +328,7 @@ def _config_from_args(args) -> RunConfig:
         eval_every=args.eval_every,
         labelled=_labelled(args.labelled),
         alpha=args.alpha,
+        val_fraction=args.val_fraction,
     )
     check_train(train)
     evaluation = EvalConfig(k=args.k, num_particles=args.eval_particles)
@@ -362,7 +377,12 @@ def command_train(args) -> None:
     run_dir = args.out or default_run_dir(config.data.name)
     try:
         metrics = train_run(
-            config, run_dir, resume=args.resume, progress=not args.no_progress, trust_program=args.trust_program
+            config,
+            run_dir,
+            resume=args.resume,
+            progress=not args.no_progress,
+            trust_program=args.trust_program,
+            tensorboard=args.tensorboard,
         )
     except KeyboardInterrupt:
         print(f"\ninterrupted: continue with  ppl-vae train --resume --out {run_dir}", file=sys.stderr)
@@ -535,7 +555,11 @@ ACCURACY_KEYS = ("test_accuracy", "bayes_accuracy", "baseline_accuracy", "cluste
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, train_flags = parser.parse_known_args(argv)
+    if train_flags and not getattr(args, "takes_train_flags", False):
+        parser.parse_args(argv)  # argparse's own message for the flags it does not know, and exit 2
+    args.train_flags = train_flags
     try:
         args.handler(args)
     except InputError as error:

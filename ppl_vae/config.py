@@ -262,6 +262,10 @@ class TrainConfig:
             chosen from ``seed``); ``None``: every one.
         alpha: ``--family m2`` only: the weight of the classification term ``alpha * log q(y | x)`` of each labelled
             example; ``None``: ``0.1 x`` the number of training examples (Kingma et al. 2014).
+        val_fraction: the share of the training set held out as a validation set (chosen from ``seed``, see
+            :func:`ppl_vae.data.validation_split`), in [0, 1): the per-epoch held-out ELBO is then the validation
+            ELBO (``val_elbo``) and the test set is touched once, after training. 0 (the default): no validation set,
+            the per-epoch curve is the test ELBO (``test_elbo``).
     """
 
     epochs: int = 30
@@ -285,6 +289,7 @@ class TrainConfig:
     path: str = "auto"
     labelled: int | None = None
     alpha: float | None = None
+    val_fraction: float = 0.0
 
     def __post_init__(self):
         require_int(self.epochs, "--epochs")
@@ -318,6 +323,10 @@ class TrainConfig:
                 _is_number(self.alpha) and 0 <= self.alpha < math.inf,
                 f"--alpha must be a number >= 0, got {self.alpha!r}",
             )
+        require(
+            _is_number(self.val_fraction) and 0 <= self.val_fraction < 1,
+            f"--val-fraction must be a number in [0, 1), got {self.val_fraction!r}",
+        )
 
 
 TRAIN_PATHS = ("auto", "fast", "plain")

@@ -48,6 +48,7 @@ __all__ = [
     "minibatches",
     "register_dataset",
     "validate_images",
+    "validation_split",
 ]
 
 DEFAULT_ROOT = Path.home() / ".cache" / "ppl_vae" / "data"
@@ -103,6 +104,32 @@ Loader = Callable[[Path | None, bool], Dataset]
 
 DATASETS = Registry("data set")
 """The registry: name -> loader ``(root, download) -> Dataset``."""
+
+
+def validation_split(data: Dataset, fraction: float, seed: int) -> Dataset:
+    """``data`` with ``round(fraction * N_train)`` of its training examples (at least one, and one left to train on)
+    held out: the result's ``x_train``/``y_train`` are the rest, its ``x_test``/``y_test`` the validation set, so
+    that anything evaluating "the test part" of it evaluates on the validation set. The examples are chosen by a
+    permutation drawn from ``torch.Generator().manual_seed(seed)`` (the same seed, the same split; the global RNG is
+    not touched), and kept in their original order. The real test set is not part of the result."""
+    count = data.x_train.shape[0]
+    held = min(count - 1, max(1, round(fraction * count)))
+    if count < 2:
+        raise InputError(f"{data.name}: {count} training example cannot be split into training and validation")
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+    validation, rest = order[:held].sort().values, order[held:].sort().values
+
+    def part(y, index):
+        return None if y is None else y[index]
+
+    return Dataset(
+        name=data.name,
+        x_train=data.x_train[rest],
+        x_test=data.x_train[validation],
+        y_train=part(data.y_train, rest),
+        y_test=part(data.y_train, validation),
+        image_shape=data.image_shape,
+    )
 
 
 def register_dataset(name: str) -> Callable[[Loader], Loader]:

@@ -21,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def _save(figure, path: str | Path) -> Path:
@@ -52,16 +53,18 @@ def _grid(images: np.ndarray, columns: int) -> np.ndarray:
 
 
 def plot_training_curves(history: list[dict], path: str | Path, title: str = "ELBO per epoch") -> Path:
-    """Train and test ELBO (nats per example) against the epoch; the test curve with +-2 standard errors."""
+    """Train and held-out ELBO (nats per example) against the epoch; the held-out curve (the validation ELBO where the
+    history has ``val_elbo``, else the test ELBO) with +-2 standard errors."""
     figure, axes = plt.subplots(figsize=(6, 4))
     epochs = [record["epoch"] for record in history]
     axes.plot(epochs, [record["train_elbo"] for record in history], label="train ELBO (training objective)")
-    tested = [record for record in history if "test_elbo" in record]
+    key, name = ("val_elbo", "validation") if any("val_elbo" in record for record in history) else ("test_elbo", "test")
+    tested = [record for record in history if key in record]
     test_epochs = np.array([record["epoch"] for record in tested])
-    test = np.array([record["test_elbo"] for record in tested])
-    se = np.array([record["test_elbo_se"] for record in tested])
-    axes.plot(test_epochs, test, marker="o", markersize=3, label="test ELBO")
-    axes.fill_between(test_epochs, test - 2 * se, test + 2 * se, alpha=0.25, label="test ELBO +-2 SE")
+    test = np.array([record[key] for record in tested])
+    se = np.array([record[f"{key}_se"] for record in tested])
+    axes.plot(test_epochs, test, marker="o", markersize=3, label=f"{name} ELBO")
+    axes.fill_between(test_epochs, test - 2 * se, test + 2 * se, alpha=0.25, label=f"{name} ELBO +-2 SE")
     axes.set(xlabel="epoch", ylabel="ELBO (nats per example, higher is better)", title=title)
     axes.grid(alpha=0.3)
     axes.legend()
@@ -343,4 +346,27 @@ def plot_heads(heads: list[dict], path: str | Path, title: str = "Scale heads") 
     axes.set(xlabel="epoch", ylabel="test ELBO (nats per example, higher is better)", title=title)
     axes.grid(alpha=0.3)
     axes.legend()
+    return _save(figure, path)
+
+
+def plot_curve_overlay(curves: dict[str, tuple[str, list[int], list[float]]], path: str | Path) -> Path:
+    """One line per run: ``{name: (key, epochs, values)}`` with ``key`` ``val_elbo`` or ``test_elbo``, the
+    per-epoch held-out ELBO in nats per example (higher is better), overlaid on the same axes."""
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    keys = sorted({key for key, _, _ in curves.values()})
+    colors = plt.get_cmap("tab10" if len(curves) <= 10 else "tab20")
+    for number, (name, (key, epochs, values)) in enumerate(curves.items()):
+        label = name if len(keys) == 1 else f"{name} ({key})"
+        style = ("-", "--", ":")[number // 20 % 3]  # 20 colours, then the same colours dashed
+        color = colors(number % 20)
+        axes.plot(epochs, values, style, color=color, marker="o", markersize=2, linewidth=1.2, label=label)
+    held_out = " / ".join({"val_elbo": "validation", "test_elbo": "test"}[key] for key in keys)
+    axes.set(
+        xlabel="epoch",
+        ylabel=f"{held_out} ELBO (nats per example, higher is better)",
+        title=f"{held_out.capitalize()} ELBO per epoch",
+    )
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small", ncol=2 if len(curves) > 8 else 1)
     return _save(figure, path)

@@ -5,6 +5,8 @@
     report.json          the numbers (keys below), nats per example
     report.md            the same as a readable page, with the warnings and the figures
     posterior.nc         ArviZ InferenceData of guide draws (see ppl_vae.arviz_export), netCDF via h5netcdf
+    test_values.npz      log p(x) of every test example (from these draws), for paired comparisons
+                         (see ppl_vae.test_values)
     khat.png             Pareto k-hat per test example (az.plot_khat)
     kl_per_dim.png       the KL term and the activity of every latent dimension, one panel per latent site
     gap_histogram.png    log p(x) - ELBO per test example
@@ -41,6 +43,7 @@ from ppl_vae.errors import InputError
 from ppl_vae.evaluate import program_test_set
 from ppl_vae.programs import as_user_program
 from ppl_vae.tables import table
+from ppl_vae.test_values import observed_digest, save_test_values
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -90,6 +93,7 @@ def write_report(trained, data: Dataset, run_dir: str | Path, k: int, options: R
     x_test, y_test = program_test_set(program, data)
     options.check(k, x_test.shape[0])
     diagnostics = diagnose(program.model, program.guide, x_test, k=k, y=y_test)
+    save_test_values(run_dir, observed_digest(x_test, y_test), log_likelihood=diagnostics.log_likelihood.per_example)
     report = diagnostics.to_json()
     report.update(test_examples=x_test.shape[0], draws=options.draws)
     if options.gap_examples:

@@ -7,6 +7,8 @@ A run folder holds::
     checkpoint.pt      weights, optimizer state, RNG states, history (loaded with weights_only=True)
     metrics.json       test ELBO and log p(x) with standard errors, nats per example; the history
                        (for a program: "figures_skipped", the figures it offers no function for, with the reason)
+    test_values.npz    per-example test ELBO and log p(x), for paired comparisons (see ppl_vae.test_values)
+    environment.json   package versions, Python, git commit, device, threads (see ppl_vae.environment)
     elbo.png  reconstructions.png  samples.png  latent.png
     report.json  report.md  posterior.nc  khat.png  kl_per_dim.png  gap_histogram.png  [manifold.png]
                        written by ``evaluate_run(..., report=ReportConfig())`` (see ppl_vae.report; built-in VAE only)
@@ -44,13 +46,15 @@ from ppl_vae.checkpoint import (
     save_json,
 )
 from ppl_vae.config import EvalConfig, ModelConfig, ProgramSpec, RunConfig
-from ppl_vae.data import Dataset, load_dataset
+from ppl_vae.data import Dataset, load_dataset, validation_split
+from ppl_vae.environment import ENVIRONMENT_FILE, environment
 from ppl_vae.errors import InputError
 from ppl_vae.evaluate import elbo, iwae_log_likelihood, program_test_set
 from ppl_vae.parts import check_run
 from ppl_vae.programs import UserProgram, as_user_program
 from ppl_vae.report import ReportConfig, write_report
 from ppl_vae.semisupervised import discrete_program, draw_discrete_figures, evaluate_discrete, training_view
+from ppl_vae.test_values import observed_digest, save_test_values
 from ppl_vae.train import fit, seed_everything, with_lr_horizon
 from ppl_vae.user_program import build_program
 from ppl_vae.vae import VAE
@@ -132,13 +136,20 @@ def _load_weights(trained: VAE | UserProgram, run_dir: str | Path, device: str |
 
 
 def train_run(
-    config: RunConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True, trust_program: bool = False
+    config: RunConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    trust_program: bool = False,
+    tensorboard: bool = False,
 ) -> dict:
     """Train ``config`` into ``run_dir``, evaluate it and draw its figures; returns the metrics.
 
     ``resume=True`` continues the checkpoint in ``run_dir`` (its ``config.json`` must equal ``config`` except for
     ``train``'s ``epochs`` and ``device``); for a program run only with ``trust_program=True`` (the program comes
     from the folder). Without it, a folder that already holds a run is refused, so nothing is overwritten.
+    ``tensorboard=True`` also logs every epoch to ``run_dir/tensorboard`` (:mod:`ppl_vae.tensorboard_log`).
 
     A program run trains in a cleared Pyro parameter store: its ``pyro.module`` names are fixed by the user's code, so
     parameters left in the store under the same names (by an earlier build of the same program in this process)
@@ -156,7 +167,9 @@ def train_run(
         raise InputError(f"run folder {str(run_dir)!r} already holds a run: pass --resume or choose another --out")
     data = load_data(config)
     started = stored.train.lr_horizon if resume else None
-    config = dataclasses.replace(config, train=with_lr_horizon(config.train, data.x_train.shape[0], started))
+    train = config.train
+    trained_on = validation_split(data, train.val_fraction, train.seed) if train.val_fraction else data
+    config = dataclasses.replace(config, train=with_lr_horizon(train, trained_on.x_train.shape[0], started))
 
     seed_everything(config.train.seed)
     # a program is built before anything is written: a bad path leaves no run folder
@@ -167,10 +180,18 @@ def train_run(
         _load_weights(trained, run_dir, config.train.device)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_json(run_dir / CONFIG_FILE, json.loads(config.to_json()))
+    save_json(run_dir / ENVIRONMENT_FILE, environment(config.train.device))
     if config.program is not None:
         pyro.clear_param_store()
-    history = fit(trainee, train_data, config.train, run_dir=run_dir, resume=resume, progress=progress)
-    metrics = evaluate_vae(trained, data, config.evaluation)
+    log = _tensorboard_log(trained, data, config, run_dir, resume) if tensorboard else None
+    try:
+        history = fit(
+            trainee, train_data, config.train, run_dir=run_dir, resume=resume, progress=progress, on_epoch=log
+        )
+    finally:
+        if log is not None:
+            log.close()
+    metrics = evaluate_vae(trained, data, config.evaluation, run_dir=run_dir)
     if discrete:
         metrics.update(evaluate_discrete(trained, data, config))
     metrics.update(
@@ -179,6 +200,9 @@ def train_run(
         seconds=sum(record["seconds"] for record in history),
         history=history,
     )
+    validated = [record for record in history if "val_elbo" in record]
+    if validated:  # the last validation ELBO: what a selection among runs may use (the test set plays no part)
+        metrics.update(val_elbo=validated[-1]["val_elbo"], val_elbo_se=validated[-1]["val_elbo_se"])
     if config.program is not None:
         metrics["figures_skipped"] = figures_skipped(trained)
     save_json(run_dir / METRICS_FILE, metrics)
@@ -196,13 +220,35 @@ def build_trained(config: RunConfig) -> VAE | UserProgram:
     return VAE(config.model) if config.model.family == "vae" else discrete_program(config.model)
 
 
+def _tensorboard_log(trained, data: Dataset, config: RunConfig, run_dir: Path, resume: bool, shown: int = 16):
+    """The TensorBoard log of a run (imported only here): its images are the first ``shown`` held-out examples."""
+    from ppl_vae.tensorboard_log import TENSORBOARD_DIR, TensorBoardLog
+
+    train = config.train
+    held_out = validation_split(data, train.val_fraction, train.seed) if train.val_fraction else data
+    program = as_user_program(trained)
+    program.modules.to(train.device)
+    x_held, y_held = program_test_set(program, held_out)
+    first = len(load_checkpoint(run_dir / CHECKPOINT_FILE)["history"]) + 1 if resume else 1
+    labels = None if y_held is None else y_held[:shown]
+    return TensorBoardLog(
+        run_dir / TENSORBOARD_DIR, program, config, x_held[:shown], data.image_shape, y_shown=labels, first_epoch=first
+    )
+
+
 def evaluate_vae(
-    trained: VAE | UserProgram, data: Dataset, evaluation: EvalConfig, log_likelihood: bool = True
+    trained: VAE | UserProgram,
+    data: Dataset,
+    evaluation: EvalConfig,
+    log_likelihood: bool = True,
+    *,
+    run_dir: str | Path | None = None,
 ) -> dict:
     """Test ELBO and IWAE log p(x) with their standard errors, nats per example (keys as in ``metrics.json``), of
     the built-in VAE or a user's program.
 
     ``log_likelihood=False`` leaves the IWAE estimate out, for a caller that gets it from the diagnostics' draws.
+    With ``run_dir`` the per-example values are also written to its ``test_values.npz`` (:mod:`ppl_vae.test_values`).
     """
     program = as_user_program(trained)
     x_test, y_test = program_test_set(program, data)
@@ -214,9 +260,13 @@ def evaluate_vae(
         "k": evaluation.k,
         "elbo_particles": evaluation.num_particles,
     }
+    per_example = {"elbo": test_elbo.per_example}
     if log_likelihood:
         estimate = iwae_log_likelihood(program.model, program.guide, x_test, k=evaluation.k, y=y_test)
         metrics.update(test_log_likelihood=estimate.mean, test_log_likelihood_se=estimate.se)
+        per_example["log_likelihood"] = estimate.per_example
+    if run_dir is not None:
+        save_test_values(run_dir, observed_digest(x_test, y_test), **per_example)
     return metrics
 
 
@@ -247,7 +297,7 @@ def evaluate_run(
     seed_everything(config.train.seed)
     metrics_path = run_dir / METRICS_FILE
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    metrics.update(evaluate_vae(trained, data, evaluation, log_likelihood=report is None))
+    metrics.update(evaluate_vae(trained, data, evaluation, log_likelihood=report is None, run_dir=run_dir))
     if report is None:
         save_json(metrics_path, metrics)
         return metrics

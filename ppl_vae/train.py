@@ -15,6 +15,10 @@ record per epoch, in nats per example (higher is better)::
 
     {"epoch": 3, "train_elbo": -28.1, "test_elbo": -28.9, "test_elbo_se": 0.4, "seconds": 0.8}
 
+With ``val_fraction > 0`` a validation set is held out of the training set (:func:`ppl_vae.data.validation_split`)
+and the record has ``val_elbo``, ``val_elbo_se`` instead of ``test_elbo``, ``test_elbo_se``: the test set is left
+for the one evaluation after training.
+
 ``train_elbo`` is the average of the minibatch objectives during the epoch (its estimator, e.g. Monte Carlo KL; the
 IWAE bound for ``iwae``; the β_t-weighted objective with ``beta``/``anneal``, whose last ``β_t`` of the epoch is
 recorded as ``latent_scale``); ``test_elbo`` is :func:`ppl_vae.evaluate.elbo` on the test set with
@@ -44,7 +48,7 @@ from tqdm.auto import tqdm
 from ppl_vae import evaluate
 from ppl_vae.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from ppl_vae.config import TrainConfig
-from ppl_vae.data import Dataset, binarize, minibatches
+from ppl_vae.data import Dataset, binarize, minibatches, validation_split
 from ppl_vae.errors import InputError
 from ppl_vae.guards import check_gradients, check_registration, forget_gradients
 from ppl_vae.objectives import TrainingStep, latent_scale, make_step
@@ -85,6 +89,7 @@ def fit(
     run_dir: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """Train ``program`` (the built-in VAE, a :class:`~ppl_vae.programs.UserProgram`, or a user's ``model`` and
     ``guide``) on ``data.x_train``; returns the history (one dict per epoch, nats per example).
@@ -111,6 +116,8 @@ def fit(
         run_dir: where to write ``checkpoint.pt`` after every epoch (``None``: nowhere).
         resume: continue from ``run_dir/checkpoint.pt`` (its history is returned in full).
         progress: show a tqdm bar per epoch with the running training ELBO.
+        on_epoch: called with each epoch's record once it is in the history (and the checkpoint), e.g. a
+            :class:`ppl_vae.tensorboard_log.TensorBoardLog`.
 
     Raises:
         InputError: bad input, or at the first update a parameter that would never train (see
@@ -119,6 +126,9 @@ def fit(
     config = TrainConfig() if config is None else config
     if data is None:
         raise InputError("fit needs data=: a Dataset (ppl_vae.load_dataset)")
+    held_out = "test"
+    if config.val_fraction:  # from here on data's test part is the validation set; the test set is not touched
+        data, held_out = validation_split(data, config.val_fraction, config.seed), "val"
     program = _program(program, data, model, guide, modules, binarize_data, labels)
     if program.labels and (data.y_train is None or data.y_test is None):
         raise InputError(f"data set {data.name!r} has no labels: a conditional model needs y_train and y_test")
@@ -156,7 +166,7 @@ def fit(
             test = evaluate.elbo(
                 program.model, program.guide, x_test, num_particles=config.eval_particles, args=test_args
             )
-            record.update(test_elbo=test.mean, test_elbo_se=test.se)
+            record.update({f"{held_out}_elbo": test.mean, f"{held_out}_elbo_se": test.se})
         history.append(record)
         if not math.isfinite(record["train_elbo"]):
             raise FloatingPointError(
@@ -165,6 +175,8 @@ def fit(
             )
         if checkpoint_path is not None:
             save_checkpoint(checkpoint_path, _snapshot(program.modules, step, generator, history, config))
+        if on_epoch is not None:
+            on_epoch(record)
         if progress:
             tqdm.write(_describe(record, config.epochs))
     return history
@@ -219,8 +231,9 @@ def _guarded_first_step(program: UserProgram, config: TrainConfig) -> Callable:
 
 def _describe(record: dict, epochs: int) -> str:
     text = f"epoch {record['epoch']:>3}/{epochs}  train ELBO {record['train_elbo']:9.3f}"
-    if "test_elbo" in record:
-        text += f"  test ELBO {record['test_elbo']:9.3f} +- {record['test_elbo_se']:.3f}"
+    for key, name in (("test_elbo", "test"), ("val_elbo", "validation")):
+        if key in record:
+            text += f"  {name} ELBO {record[key]:9.3f} +- {record[f'{key}_se']:.3f}"
     return text + f"  nats per example  ({record['seconds']:.1f} s)"
 
 

@@ -317,3 +317,19 @@ def test_minibatches_empty():
 def test_minibatches_bad_batch_size(batch_size):
     with pytest.raises(InputError, match=f"batch_size {batch_size}: expected an integer >= 1"):
         list(minibatches(10, batch_size, None))
+
+
+def test_the_validation_split_is_disjoint_from_train_and_test_and_fixed_by_the_seed(digits):
+    split = data.validation_split(digits, 0.2, seed=3)
+    assert split.x_test.shape[0] == round(0.2 * 1497) and split.x_train.shape[0] == 1497 - round(0.2 * 1497)
+    rows = {tuple(row.tolist()) for row in digits.x_train}
+    train, validation = ({tuple(row.tolist()) for row in x} for x in (split.x_train, split.x_test))
+    assert train | validation <= rows and not train & validation  # the digits hold no duplicate images across splits
+    assert not validation & {tuple(row.tolist()) for row in digits.x_test}
+    assert len(train) + len(validation) == len(rows)
+    again = data.validation_split(digits, 0.2, seed=3)
+    assert torch.equal(again.x_test, split.x_test) and torch.equal(again.y_test, split.y_test)
+    assert not torch.equal(data.validation_split(digits, 0.2, seed=4).x_test, split.x_test)
+    state = torch.get_rng_state()
+    data.validation_split(digits, 0.5, seed=0)
+    assert torch.equal(torch.get_rng_state(), state)  # the global RNG is not touched

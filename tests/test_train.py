@@ -128,3 +128,51 @@ def test_data_of_another_size_is_refused(digits):
     vae.config = model_config_for(digits, z_dim=2).__class__(x_dim=16, image_shape=(1, 4, 4))
     with pytest.raises(ValueError, match="has 64 pixels per example, the VAE expects 16"):
         fit(vae, digits, TrainConfig(epochs=1), progress=False)
+
+
+def test_a_validation_split_carries_the_per_epoch_curve_and_leaves_the_test_set_alone(digits, monkeypatch):
+    from ppl_vae import evaluate
+
+    seen = []
+    original = evaluate.elbo
+    monkeypatch.setattr(
+        evaluate, "elbo", lambda model, guide, x, **kw: seen.append(x.shape[0]) or original(model, guide, x, **kw)
+    )
+    vae = VAE(model_config_for(digits, z_dim=2, hidden=(16,)))
+    config = TrainConfig(epochs=2, batch_size=256, eval_particles=2, val_fraction=0.1)
+    history = fit(vae, digits, config, progress=False)
+    assert all("val_elbo" in record and "test_elbo" not in record for record in history)
+    assert seen == [150, 150]  # the 150 validation examples, never the 300 test examples
+    with pytest.raises(InputError, match=r"--val-fraction must be a number in \[0, 1\), got 1"):
+        TrainConfig(val_fraction=1)
+
+
+def test_tensorboard_event_files_hold_the_logged_scalars_images_and_config(digits, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from ppl_vae.config import EvalConfig, RunConfig
+    from ppl_vae.run import train_run
+
+    model = model_config_for(digits, z_dim=2, hidden=(16,))
+    train = TrainConfig(epochs=2, batch_size=256, eval_particles=2, lr_schedule="cosine", anneal="linear")
+    config = RunConfig(model=model, train=train, evaluation=EvalConfig(k=5, num_particles=2))
+    metrics = train_run(config, tmp_path, progress=False, tensorboard=True)
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    events.Reload()
+    history = metrics["history"]
+    for tag, key in (("elbo/train", "train_elbo"), ("elbo/test", "test_elbo"), ("beta_t", "latent_scale")):
+        logged = [(event.step, event.value) for event in events.Scalars(tag)]
+        assert logged == [(r["epoch"], pytest.approx(r[key], rel=1e-6)) for r in history]
+    steps = math.ceil(1497 / 256)  # the cosine schedule's horizon is 2 epochs of 6 steps: halfway after the first
+    learning_rates = [event.value for event in events.Scalars("learning_rate")]
+    assert learning_rates == pytest.approx(
+        [1e-3 * (0.1 + 0.9 * (1 + math.cos(math.pi * steps / (2 * steps))) / 2), 1e-4]
+    )
+    norms = {tag: [event.value for event in events.Scalars(tag)] for tag in events.Tags()["scalars"] if "grad" in tag}
+    assert set(norms) == {"grad_norm/total", "grad_norm/encoder", "grad_norm/decoder"}
+    total = [math.hypot(a, b) for a, b in zip(norms["grad_norm/encoder"], norms["grad_norm/decoder"], strict=True)]
+    assert norms["grad_norm/total"] == pytest.approx(total, rel=1e-5) and all(value > 0 for value in total)
+    assert {"images/reconstructions", "images/samples"} <= set(events.Tags()["images"])
+    text = events.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert '"lr_schedule": "cosine"' in text
