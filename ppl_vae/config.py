@@ -217,6 +217,10 @@ class TrainConfig:
         lr_horizon: the schedule's length in optimizer steps; ``None``: fixed when the run starts as ``epochs x``
             minibatches per epoch, and kept from then on (stored in ``config.json`` and the checkpoint), so a resumed
             run, even one given more epochs, follows the schedule it started with.
+        on_nan: what a training step whose loss or gradients are not finite does (its update is never applied):
+            ``stop`` the run with a message naming the epoch, the step and the site, or ``skip`` the step and go on
+            (counted in the history as ``nan_skips``) until more than ``max_nan_skips`` steps of the run were skipped.
+        max_nan_skips: with ``on_nan="skip"``, the most steps a run may skip; one more stops it.
         lr_factors: per-group learning rates: ``(prefix, factor)`` pairs (a dict is accepted), ``lr`` times
             ``factor`` for the parameters whose names start with ``prefix`` (longest prefix wins; see
             ``ppl_vae.optim``). A prefix that matches no trained parameter is refused at the first step.
@@ -240,6 +244,8 @@ class TrainConfig:
     lr_decay: float = 0.1
     lr_horizon: int | None = None
     lr_factors: tuple[tuple[str, float], ...] = ()
+    on_nan: str = "stop"
+    max_nan_skips: int = 10
 
     def __post_init__(self):
         require_int(self.epochs, "--epochs")
@@ -265,6 +271,12 @@ class TrainConfig:
         if self.lr_horizon is not None:
             require_int(self.lr_horizon, "lr_horizon (optimizer steps of the schedule)")
         object.__setattr__(self, "lr_factors", _lr_factors(self.lr_factors))
+        require(self.on_nan in ON_NAN, f"--on-nan must be one of {' | '.join(ON_NAN)}, got {self.on_nan!r}")
+        require_int(self.max_nan_skips, "--max-nan-skips", least=0)
+
+
+ON_NAN = ("stop", "skip")
+"""What a non-finite training step does (``TrainConfig.on_nan``)."""
 
 
 TRAIN_PART_NAME_FLAGS = {"elbo": "--elbo", "anneal": "--anneal", "optim": "--optim", "lr_schedule": "--lr-schedule"}

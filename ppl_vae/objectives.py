@@ -3,8 +3,10 @@
 A step is called as ``step(x, *args, beta_t=None)``: a minibatch ``x`` ``(B, ...)`` and the programs' extra arguments
 (the labels ``y`` of a conditional model), one optimizer update, and the loss returned, Pyro's convention: the negative
 objective summed over the minibatch, in nats. ``step.loss(x, *args, beta_t=None)`` is the step's estimator as a
-differentiable scalar, without the update (the KL lab measures gradient variance with it). Steps are swappable (the
-trainer only calls them), so a faster or a hand-written path is benchmarked against the plain one by changing a name.
+differentiable scalar, without the update (the KL lab measures gradient variance with it). A step whose loss or
+gradients are not finite applies no update and raises :class:`~ppl_vae.nonfinite.NonFiniteStep`. Steps are swappable
+(the trainer only calls them), so a faster or a hand-written path is benchmarked against the plain one by changing a
+name.
 
 =======================  =====================================================================================
 name                     step
@@ -82,12 +84,14 @@ from pyro.infer import (
     TraceMeanField_ELBO,
 )
 from pyro.infer.elbo import ELBO
+from pyro.infer.util import torch_item, zero_grads
 from pyro.optim import PyroLRScheduler
 from pyro.params import param_with_module_name, user_param_name
 from pyro.poutine.messenger import Messenger
 
 from ppl_vae import reference
 from ppl_vae.errors import InputError
+from ppl_vae.nonfinite import require_finite
 from ppl_vae.optim import pyro_optimizer, torch_optimizer
 from ppl_vae.programs import (
     ProgramSites,
@@ -258,14 +262,21 @@ class SVIStep:
     @contextmanager
     def _quieted(self):
         with warnings.catch_warnings():
-            for message in self.quiet:
+            for message in (*self.quiet, "Encountered NaN"):  # NaN: require_finite stops the step, with a reason
                 warnings.filterwarnings("ignore", message=message)
             yield
 
     def __call__(self, x: torch.Tensor, *args, beta_t: float | None = None) -> float:
         self.prepare(x, *args)
-        with self._quieted():
-            loss = self.svi.step(x, *self._arguments(x, args, beta_t))  # loss_and_grads, then the update
+        with self._quieted(), poutine.trace(param_only=True) as captured:  # SVI.step, with a check before the update
+            loss = self.svi.loss_and_grads(self.svi.model, self.svi.guide, x, *self._arguments(x, args, beta_t))
+        params = set(site["value"].unconstrained() for site in captured.trace.nodes.values())
+        loss = torch_item(loss)
+        try:
+            require_finite(loss, params)  # a NonFiniteStep leaves the parameters and the optimizer as they were
+            self.optim(params)
+        finally:
+            zero_grads(params)
         if isinstance(self.optim, PyroLRScheduler):  # one step of the learning-rate schedule per update
             self.optim.step()
         return loss
@@ -528,6 +539,7 @@ class ReferenceStep:
         loss = self.loss(x, beta_t=beta_t)
         self.optimizer.zero_grad()
         loss.backward()
+        require_finite(loss.item(), self.vae.parameters())  # before the update: a NonFiniteStep changes nothing
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()

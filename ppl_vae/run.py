@@ -29,12 +29,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import tempfile
 import time
 from pathlib import Path
 
 import pyro
 import torch
 
+from ppl_vae import resume as resume_module
 from ppl_vae.checkpoint import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -113,31 +116,56 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu", *, trust_progr
     config = load_config(run_dir)
     require_trusted(run_dir, config, trust_program)
     trained = VAE(config.model) if config.program is None else build_program(config.program)
-    _load_weights(trained, run_dir, device)
+    _load_weights(trained, run_dir, device, config)
     as_user_program(trained).modules.to(device).eval()
     return trained
 
 
-def _load_weights(trained: VAE | UserProgram, run_dir: str | Path, device: str | torch.device) -> None:
-    """Load the checkpoint's weights into ``trained``; a mismatch (a changed config.json, or a program whose build
-    function now makes other modules) is one line naming the first difference."""
+def _load_weights(
+    trained: VAE | UserProgram, run_dir: str | Path, device: str | torch.device, config: RunConfig
+) -> dict:
+    """Load the checkpoint's weights into ``trained``; returns the checkpoint. A mismatch (a changed config.json, or
+    a program whose build function now makes other modules) is one line naming the first difference; so is a
+    config.json whose model, program or data set differ from those the checkpoint stored when it was trained."""
     state = load_checkpoint(Path(run_dir) / CHECKPOINT_FILE, map_location=device)
+    trained_with = state.get("config")
+    if isinstance(trained_with, dict):
+        sections, current = ("model", "program", "data"), json.loads(config.to_json())
+        fixed, _ = resume_module.split(
+            {name: trained_with.get(name) for name in sections}, {name: current.get(name) for name in sections}
+        )
+        if fixed:
+            raise InputError(
+                f"checkpoint in {str(run_dir)!r} does not match its {CONFIG_FILE}, edited after training: "
+                f"{resume_module.describe(fixed)} (the checkpoint was trained with the first values)"
+            )
     try:
         as_user_program(trained).modules.load_state_dict(state["model"])
-    except (RuntimeError, KeyError) as error:
+    except (RuntimeError, KeyError, TypeError) as error:
         lines = [line.strip() for line in str(error).strip().splitlines()] or [repr(error)]
         reason = lines[1] if len(lines) > 1 else lines[0]  # torch's first line is only "Error(s) in loading ..."
         raise InputError(f"checkpoint in {str(run_dir)!r} does not match its {CONFIG_FILE}: {reason}") from None
+    return state
 
 
 def train_run(
-    config: RunConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True, trust_program: bool = False
+    config: RunConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    trust_program: bool = False,
+    refused: tuple[str, ...] = (),
 ) -> dict:
     """Train ``config`` into ``run_dir``, evaluate it and draw its figures; returns the metrics.
 
-    ``resume=True`` continues the checkpoint in ``run_dir`` (its ``config.json`` must equal ``config`` except for
-    ``train``'s ``epochs`` and ``device``); for a program run only with ``trust_program=True`` (the program comes
-    from the folder). Without it, a folder that already holds a run is refused, so nothing is overwritten.
+    ``resume=True`` continues the checkpoint in ``run_dir``; ``config`` may differ from its ``config.json`` only
+    where the numbers stay those of an uninterrupted run (more epochs, the device, the final evaluation's samples: see
+    :mod:`ppl_vae.resume`), and every other difference is refused in one line (with the descriptions in ``refused``,
+    changes the caller found that no config can express). Each resume is recorded under ``"resumes"`` in the
+    checkpoint and ``metrics.json``. A program run resumes only with ``trust_program=True`` (the program comes from the
+    folder). Without ``resume``, a folder that already holds a run is refused, so nothing is overwritten, and so is an
+    ``--out`` that cannot become a writable folder, before anything is trained.
 
     A program run trains in a cleared Pyro parameter store: its ``pyro.module`` names are fixed by the user's code, so
     parameters left in the store under the same names (by an earlier build of the same program in this process)
@@ -146,13 +174,18 @@ def train_run(
     run_dir = Path(run_dir)
     if resume:
         stored = load_config(run_dir)
-        if (stored.model, stored.program, stored.data) != (config.model, config.program, config.data):
-            raise InputError(
-                f"cannot resume {str(run_dir)!r} with a different model, program or data set than its {CONFIG_FILE}"
+        if config.train.lr_horizon is None:  # fixed when the run started; None asks for that one
+            config = dataclasses.replace(
+                config, train=dataclasses.replace(config.train, lr_horizon=stored.train.lr_horizon)
             )
+        applied = resume_module.check_resume(
+            repr(str(run_dir)), json.loads(stored.to_json()), json.loads(config.to_json()), refused=refused
+        )
         require_trusted(run_dir, stored, trust_program)
-    elif (run_dir / CHECKPOINT_FILE).exists():
-        raise InputError(f"run folder {str(run_dir)!r} already holds a run: pass --resume or choose another --out")
+    else:
+        if refused:
+            raise InputError(f"{', '.join(refused)}: only a resumed run can refuse these")
+        require_new_run_folder(run_dir)
     data = load_data(config)
     started = stored.train.lr_horizon if resume else None
     config = dataclasses.replace(config, train=with_lr_horizon(config.train, data.x_train.shape[0], started))
@@ -160,13 +193,20 @@ def train_run(
     seed_everything(config.train.seed)
     # a program is built before anything is written: a bad path leaves no run folder
     trained = VAE(config.model) if config.program is None else build_program(config.program)
+    resumes = []
     if resume:  # one clear line, before training, where the weights do not fit (fit() restores them itself)
-        _load_weights(trained, run_dir, config.train.device)
-    run_dir.mkdir(parents=True, exist_ok=True)
+        state = _load_weights(trained, run_dir, config.train.device, stored)
+        trained_epochs = len(state.get("history", []))
+        resume_module.check_epochs(repr(str(run_dir)), config.train.epochs, trained_epochs)
+        partial = state.get("partial") or {}
+        now = {"epoch": trained_epochs, "step": partial.get("done", 0), "changes": applied}
+        resumes = [*state.get("resumes", []), now]
+    _make_run_folder(run_dir)
     save_json(run_dir / CONFIG_FILE, json.loads(config.to_json()))
     if config.program is not None:
         pyro.clear_param_store()
-    history = fit(trained, data, config.train, run_dir=run_dir, resume=resume, progress=progress)
+    extra = {"config": json.loads(config.to_json()), "resumes": resumes}
+    history = fit(trained, data, config.train, run_dir=run_dir, resume=resume, progress=progress, extra=extra)
     metrics = evaluate_vae(trained, data, config.evaluation)
     metrics.update(
         train_elbo=history[-1]["train_elbo"],
@@ -174,11 +214,46 @@ def train_run(
         seconds=sum(record["seconds"] for record in history),
         history=history,
     )
+    if resumes:
+        metrics["resumes"] = resumes
     if config.program is not None:
         metrics["figures_skipped"] = figures_skipped(trained)
     save_json(run_dir / METRICS_FILE, metrics)
     draw_figures(trained, data, history, run_dir)
     return metrics
+
+
+def require_new_run_folder(run_dir: Path) -> None:
+    """An :class:`InputError` unless ``run_dir`` can become a new run folder: not a file, not a folder that holds a run
+    already, and in (or, while it does not exist, under) a folder where a file can be written. Nothing is left behind:
+    the folder itself is made later, when the run starts writing."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError(f"--out {str(run_dir)!r} is a file: expected a folder (new, or empty) for the run")
+    if (run_dir / CHECKPOINT_FILE).exists():
+        raise InputError(f"run folder {str(run_dir)!r} already holds a run: pass --resume or choose another --out")
+    existing = next(folder for folder in (run_dir, *run_dir.absolute().parents) if folder.exists())
+    if not existing.is_dir():
+        raise InputError(f"--out {str(run_dir)!r}: {str(existing)!r} is a file, so the folder cannot be made")
+    require_writable(existing, f"--out {str(run_dir)!r}")
+
+
+def require_writable(folder: Path, what: str) -> None:
+    """An :class:`InputError` naming ``what`` unless a small file can be written, flushed and removed in ``folder``
+    (a read-only file system, a full disk, or, for a user without root, missing permissions)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder) as probe:
+            probe.write(b"0" * 4096)
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as error:
+        raise InputError(f"{what}: cannot write in {str(folder)!r} ({error.strerror or error})") from None
+
+
+def _make_run_folder(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"--out {str(run_dir)!r}: cannot make the folder ({error.strerror or error})") from None
 
 
 def evaluate_vae(
