@@ -10,6 +10,7 @@ atomic), so an interrupt or a full disk leaves the previous checkpoint intact. L
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import re
@@ -81,8 +82,20 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def save_json(path: str | Path, value: Any) -> None:
-    """Write ``value`` as indented JSON, atomically."""
-    atomic_write(path, lambda file: file.write(json.dumps(value, indent=2) + "\n"), mode="w")
+    """Write ``value`` as indented JSON, atomically. A number that is not finite (the standard error of one example's
+    estimate) is written as ``null``: the file stays valid JSON."""
+    text = json.dumps(_finite_or_null(value), indent=2, allow_nan=False)
+    atomic_write(path, lambda file: file.write(text + "\n"), mode="w")
+
+
+def _finite_or_null(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(item) for item in value]
+    return value
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:

@@ -373,6 +373,10 @@ class ProgramSpec:
         object.__setattr__(self, "args", args)
 
 
+SCHEMA_VERSION = 2
+"""The version of ``config.json``'s schema that this code writes (see :meth:`RunConfig.from_json`)."""
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything needed to rebuild a run: the model (built-in) or the program (a user's), data, training and
@@ -392,12 +396,19 @@ class RunConfig:
         )
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+        """The config as JSON, with the ``schema_version`` that wrote it."""
+        return json.dumps({**dataclasses.asdict(self), "schema_version": SCHEMA_VERSION}, indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> RunConfig:
         """Parse and check a ``config.json``. Unknown keys are an :class:`InputError`; a missing key takes its default
         (runs written before the key existed), a missing required one (``model.x_dim``) is an error.
+
+        ``schema_version`` (absent: 1) says which version of this schema wrote the file; a version newer than
+        :data:`SCHEMA_VERSION` is refused. Version 2 added ``train.on_nan`` and ``train.max_nan_skips``, whose defaults
+        are what version 1 did (stop at a non-finite loss); no default has changed since version 1, so a missing key of
+        any version takes today's default. A default that changes must bump the version and keep the old default for
+        files of the older versions here.
 
         ``data``, ``train`` and ``evaluation`` are required; ``model`` and ``program`` may be absent or ``null``, and
         exactly one of them must be given.
@@ -407,6 +418,12 @@ class RunConfig:
         except json.JSONDecodeError as error:
             raise InputError(f"config is not valid JSON: {error}") from None
         require(isinstance(raw, dict), f"config must be a JSON object, got {type(raw).__name__}")
+        version = raw.pop("schema_version", 1)
+        require(
+            isinstance(version, int) and not isinstance(version, bool) and 1 <= version <= SCHEMA_VERSION,
+            f"config schema_version {version!r}: this ppl_vae reads versions 1 to {SCHEMA_VERSION} (a newer one wrote "
+            "it?)",
+        )
         required = {"data": DataConfig, "train": TrainConfig, "evaluation": EvalConfig}
         optional = {"model": ModelConfig, "program": ProgramSpec}
         require(
@@ -427,7 +444,9 @@ def _from_dict(kind, values: Any, section: str):
     require(not unknown, f"config section {section!r} has unknown keys {unknown}: expected some of {sorted(known)}")
     try:
         return kind(**values)
-    except TypeError as error:
+    except (TypeError, ValueError) as error:  # a wrong type that a check did not expect (a list for a number, ...)
+        if isinstance(error, InputError):
+            raise
         raise InputError(f"config section {section!r}: {error}") from None
 
 

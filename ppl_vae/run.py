@@ -74,8 +74,17 @@ def load_config(run_dir: str | Path) -> RunConfig:
     """The :class:`RunConfig` stored in a run folder, its parts checked (:func:`ppl_vae.parts.check_run`): a
     hand-edited ``config.json`` naming a part that does not exist, or one that refuses the rest of the config, fails
     here with one line."""
-    run_dir = read_run_folder(run_dir)
-    return check_run(RunConfig.from_json((run_dir / CONFIG_FILE).read_text()))
+    path = read_run_folder(run_dir) / CONFIG_FILE
+    try:
+        return check_run(RunConfig.from_json(path.read_text(encoding="utf-8")))
+    except UnicodeDecodeError as error:
+        raise InputError(
+            f"{str(path)!r} is not UTF-8 text (byte {error.start}): expected the JSON 'ppl-vae train' wrote"
+        ) from None
+    except OSError as error:
+        raise InputError(f"cannot read {str(path)!r}: {error.strerror or error}") from None
+    except InputError as error:
+        raise InputError(f"{str(path)!r}: {error}") from None
 
 
 def program_spec_for(data: Dataset, path: str, args: dict | None = None) -> ProgramSpec:
@@ -304,9 +313,11 @@ def evaluate_run(
     data = load_data(config)
     if report is not None:
         report.check(evaluation.k, data.x_test.shape[0])
+    read_metrics(run_dir / METRICS_FILE)  # before the evaluation: a damaged file or a read-only folder fails at once
+    require_writable(run_dir, f"evaluate {str(run_dir)!r}")
     seed_everything(config.train.seed)
     metrics_path = run_dir / METRICS_FILE
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    metrics = read_metrics(metrics_path)
     metrics.update(evaluate_vae(trained, data, evaluation, log_likelihood=report is None))
     if report is None:
         save_json(metrics_path, metrics)
@@ -315,6 +326,21 @@ def evaluate_run(
     metrics.update(test_log_likelihood=written["log_likelihood"], test_log_likelihood_se=written["log_likelihood_se"])
     save_json(metrics_path, metrics)
     return {**metrics, "report": written}
+
+
+def read_metrics(path: Path) -> dict:
+    """The metrics of ``metrics.json`` (``{}`` when there is none); a file that is not a JSON object is an
+    :class:`InputError` naming it."""
+    if not path.is_file():
+        return {}
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        reason = f"not UTF-8 (byte {error.start})" if isinstance(error, UnicodeDecodeError) else f"not JSON ({error})"
+        raise InputError(f"{str(path)!r} is {reason}: remove it and evaluate again to write a fresh one") from None
+    if not isinstance(metrics, dict):
+        raise InputError(f"{str(path)!r} holds a {type(metrics).__name__}, expected a JSON object: remove it")
+    return metrics
 
 
 FIGURE_FUNCTIONS = {"reconstructions.png": "reconstruct", "samples.png": "sample", "latent.png": "encode"}
