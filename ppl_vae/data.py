@@ -261,7 +261,7 @@ def _load_npz(path: Path) -> Dataset:
         raise InputError(f"data file {path} is empty (0 bytes): expected an .npz archive written by numpy.savez")
     with open(path, "rb") as file:
         if file.read(4) != b"PK\x03\x04":  # every .npz is a zip archive
-            raise InputError(f"data file {path} is not an .npz (zip) archive: expected one written by numpy.savez")
+            raise InputError(f"data file {path} is not a zip file: expected an .npz archive written by numpy.savez")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = dict(archive)

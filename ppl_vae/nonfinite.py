@@ -38,12 +38,13 @@ class Diverged(FloatingPointError):
 
 
 def require_finite(loss: float, parameters: Iterable[torch.Tensor]) -> None:
-    """:class:`NonFiniteStep` unless ``loss`` and every gradient of ``parameters`` are finite (one device sync for
-    the gradients)."""
+    """:class:`NonFiniteStep` unless ``loss`` and every gradient of ``parameters`` are finite: the gradients' norms
+    in one fused call and one device sync (a gradient whose norm overflows, beyond about 1e19 in float32, counts as
+    not finite too)."""
     if not math.isfinite(loss):
         raise NonFiniteStep(loss, f"the loss is {loss}")
-    flags = [torch.isfinite(p.grad).all() for p in parameters if p.grad is not None]
-    if flags and not bool(torch.stack(flags).all()):
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if grads and not bool(torch.stack(torch._foreach_norm(grads)).isfinite().all()):
         raise NonFiniteStep(loss, f"the loss is {loss:.6g} but a gradient is not finite")
 
 

@@ -130,7 +130,7 @@ X = np.random.default_rng(0).random((10, 64)).astype(np.float32)
     ("make", "message"),
     [
         (lambda p: p.write_bytes(b""), "is empty (0 bytes)"),
-        (lambda p: p.write_text("hello"), "is not an .npz (zip) archive"),
+        (lambda p: p.write_text("hello"), "is not a zip file: expected an .npz archive"),
         (lambda p: p.mkdir(), "is a folder: expected an .npz file"),
         (lambda p: npz(p, x_train=X, x_test=np.full_like(X, np.nan)), "x_test has 640 NaN or infinite values"),
         (lambda p: npz(p, x_train=X, x_test=X[:0]), "x_test has shape (0, 64): expected a non-empty"),
