@@ -83,11 +83,12 @@ from torch import nn
 
 import ppl_vae
 from ppl_vae.evaluate import MAX_ELEMENTS, observed_test_set
+from ppl_vae.interrupt import StopRequest
 from ppl_vae.nets import CONV_CHANNELS
 from ppl_vae.objectives import make_step
 from ppl_vae.programs import as_user_program
 from ppl_vae.tables import table
-from ppl_vae.train import _guarded_first_step, _train_epoch, seed_everything
+from ppl_vae.train import _EpochState, _guarded_first_step, _Run, _train_epoch, seed_everything
 
 LOG_2PI = math.log(2 * math.pi)
 PLAIN_PATH = "@plain"
@@ -330,10 +331,13 @@ class ProjectRunner:
         return self.training_step(x)
 
     def epoch(self) -> float:
-        total, _ = _train_epoch(
-            self.training_step, self.update, self.programs, self.x_train, (), self.generator, self.config, 1, False
+        run = _Run(self.programs, self.training_step, self.generator, self.config, None, {}, None, [])
+        num_examples = self.x_train.shape[0]
+        state = _EpochState.start(
+            1, num_examples, self.config.batch_size, self.generator, self.training_step.fixed_batch_shape
         )
-        return total
+        _train_epoch(run, self.update, state, self.x_train, (), False, StopRequest())
+        return state.total * num_examples / state.seen
 
 
 def build_runner(setup: Setup, name: str):

@@ -16,6 +16,7 @@ from ppl_vae.cli_compare import add_compare_commands
 from ppl_vae.cli_use import add_use_commands
 from ppl_vae.config import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
 from ppl_vae.errors import InputError
+from ppl_vae.interrupt import Interrupted
 from ppl_vae.report import ReportConfig
 from ppl_vae.tables import table
 
@@ -147,6 +148,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULTS_TRAIN.val_fraction,
         help="share of the training set held out (from --seed) for the per-epoch ELBO; the test set is then "
         "evaluated once, after training (0: no validation set, the per-epoch ELBO is the test ELBO)",
+    )
+    train.add_argument(
+        "--on-nan",
+        default=DEFAULTS_TRAIN.on_nan,
+        help="a training step whose loss or gradients are not finite (never applied): stop | skip (and go on)",
+    )
+    train.add_argument(
+        "--max-nan-skips",
+        type=int,
+        default=DEFAULTS_TRAIN.max_nan_skips,
+        help="with --on-nan skip: the most steps a run may skip before it stops",
     )
     _add_evaluation_flags(train)
     train.add_argument("--out", type=Path, default=None, help="run folder [runs/<data>-<time>]")
@@ -329,6 +341,8 @@ def _config_from_args(args) -> RunConfig:
         labelled=_labelled(args.labelled),
         alpha=args.alpha,
         val_fraction=args.val_fraction,
+        on_nan=args.on_nan,
+        max_nan_skips=args.max_nan_skips,
     )
     check_train(train)
     evaluation = EvalConfig(k=args.k, num_particles=args.eval_particles)
@@ -367,13 +381,9 @@ def command_train(args) -> None:
             raise InputError(
                 "--resume continues the program named in the run folder's config.json: leave out --program"
             )
-        config = load_config(args.out)
-        changes = {"epochs": args.epochs} if args.epochs is not None else {}
-        if args.device is not None:
-            changes["device"] = args.device
-        config = dataclasses.replace(config, train=dataclasses.replace(config.train, **changes))
+        config, refused = _resumed_config(load_config(args.out), args, given_options(args.argv))
     else:
-        config = _config_from_args(args)
+        config, refused = _config_from_args(args), ()
     run_dir = args.out or default_run_dir(config.data.name)
     try:
         metrics = train_run(
@@ -383,12 +393,88 @@ def command_train(args) -> None:
             progress=not args.no_progress,
             trust_program=args.trust_program,
             tensorboard=args.tensorboard,
+            refused=refused,
         )
+    except Interrupted as stopped:
+        print(f"ppl-vae: {stopped}; continue with: ppl-vae train --resume --out {run_dir}", file=sys.stderr)
+        raise SystemExit(stopped.exit_status) from None
     except KeyboardInterrupt:
-        print(f"\ninterrupted: continue with  ppl-vae train --resume --out {run_dir}", file=sys.stderr)
+        kept = Path(run_dir, "checkpoint.pt").is_file()
+        then = (
+            f"the last checkpoint is kept; continue with: ppl-vae train --resume --out {run_dir}"
+            if kept
+            else ("nothing was trained")
+        )
+        print(f"\nppl-vae: interrupted at once: {then}", file=sys.stderr)
         raise SystemExit(130) from None
     print_metrics(metrics)
     print(f"run folder: {run_dir}")
+
+
+RESUME_FIELDS = {
+    "epochs": ("train", "epochs"),
+    "batch_size": ("train", "batch_size"),
+    "lr": ("train", "lr"),
+    "optim": ("train", "optim"),
+    "lr_schedule": ("train", "lr_schedule"),
+    "lr_decay": ("train", "lr_decay"),
+    "elbo": ("train", "elbo"),
+    "num_particles": ("train", "num_particles"),
+    "beta": ("train", "beta"),
+    "anneal": ("train", "anneal"),
+    "anneal_epochs": ("train", "anneal_epochs"),
+    "seed": ("train", "seed"),
+    "device": ("train", "device"),
+    "eval_every": ("train", "eval_every"),
+    "on_nan": ("train", "on_nan"),
+    "max_nan_skips": ("train", "max_nan_skips"),
+    "k": ("evaluation", "k"),
+    "eval_particles": ("evaluation", "num_particles"),
+    "data": ("data", "name"),
+    "data_root": ("data", "root"),
+    "download": ("data", "download"),
+    **{name: ("model", name) for name in MODEL_FIELDS},
+}
+"""``ppl-vae train`` flags (their ``dest``) and the RunConfig field each sets, for ``--resume``: the flags a user gives
+are laid over the run's config.json, and :mod:`ppl_vae.resume` decides which changes are allowed."""
+
+
+def given_options(argv: list[str]) -> set[str]:
+    """The ``dest`` of every option that ``argv`` actually gives (not those left at their defaults): ``argv`` parsed
+    again with every default suppressed."""
+    parser = build_parser()
+    for action in parser._subparsers._group_actions:  # the sub-commands' parsers
+        for command in action.choices.values():
+            for option in command._actions:
+                option.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv))) - {"command", "handler"}
+
+
+def _resumed_config(stored: RunConfig, args, given: set[str]) -> tuple[RunConfig, tuple[str, ...]]:
+    """``stored`` with the values of the ``given`` flags laid over it; and the changes that cannot even be expressed
+    as a config of this run (a model flag for a program's run, ``--conditional`` for a run without labels), described
+    for the refusal of :func:`ppl_vae.resume.check_resume`."""
+    sections = {name: dataclasses.asdict(getattr(stored, name)) for name in ("train", "evaluation", "data")}
+    sections["model"] = None if stored.model is None else dataclasses.asdict(stored.model)
+    refused = []
+    for dest in sorted(given & set(RESUME_FIELDS)):
+        section, field = RESUME_FIELDS[dest]
+        value = getattr(args, dest)
+        if section == "model" and sections["model"] is None:
+            refused.append(f"--{dest.replace('_', '-')} (the run trains the program {stored.program.path!r})")
+            continue
+        sections[section][field] = parse_hidden(value) if dest == "hidden" else value
+    if "conditional" in given and (stored.model is None or stored.model.num_classes == 0):
+        refused.append("--conditional (the run is not conditional)")
+    model = None if sections["model"] is None else ModelConfig(**sections["model"])
+    resumed = RunConfig(
+        model=model,
+        program=stored.program,
+        data=DataConfig(**sections["data"]),
+        train=TrainConfig(**sections["train"]),
+        evaluation=EvalConfig(**sections["evaluation"]),
+    )
+    return resumed, tuple(refused)
 
 
 def command_evaluate(args) -> None:
@@ -555,12 +641,17 @@ ACCURACY_KEYS = ("test_accuracy", "bayes_accuracy", "baseline_accuracy", "cluste
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args, train_flags = parser.parse_known_args(argv)
-    if train_flags and not getattr(args, "takes_train_flags", False):
-        parser.parse_args(argv)  # argparse's own message for the flags it does not know, and exit 2
-    args.train_flags = train_flags
+    """Run one command; returns the exit status: 0 done, 1 training failed (not finite, diverged), 2 bad input, 130
+    interrupted (SIGINT) at start-up or in a command other than ``train`` (which handles its own signals, see
+    :mod:`ppl_vae.interrupt`)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        parser = build_parser()
+        args, train_flags = parser.parse_known_args(argv)
+        if train_flags and not getattr(args, "takes_train_flags", False):
+            parser.parse_args(argv)  # argparse's own message for the flags it does not know, and exit 2
+        args.train_flags = train_flags
+        args.argv = argv
         args.handler(args)
     except InputError as error:
         print(f"ppl-vae: error: {error}", file=sys.stderr)
@@ -568,4 +659,7 @@ def main(argv: list[str] | None = None) -> int:
     except FloatingPointError as error:
         print(f"ppl-vae: error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("\nppl-vae: interrupted", file=sys.stderr)
+        return 130
     return 0

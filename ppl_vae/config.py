@@ -250,6 +250,10 @@ class TrainConfig:
         lr_horizon: the schedule's length in optimizer steps; ``None``: fixed when the run starts as ``epochs x``
             minibatches per epoch, and kept from then on (stored in ``config.json`` and the checkpoint), so a resumed
             run, even one given more epochs, follows the schedule it started with.
+        on_nan: what a training step whose loss or gradients are not finite does (its update is never applied):
+            ``stop`` the run with a message naming the epoch, the step and the site, or ``skip`` the step and go on
+            (counted in the history as ``nan_skips``) until more than ``max_nan_skips`` steps of the run were skipped.
+        max_nan_skips: with ``on_nan="skip"``, the most steps a run may skip; one more stops it.
         lr_factors: per-group learning rates: ``(prefix, factor)`` pairs (a dict is accepted), ``lr`` times
             ``factor`` for the parameters whose names start with ``prefix`` (longest prefix wins; see
             ``ppl_vae.optim``). A prefix that matches no trained parameter is refused at the first step.
@@ -290,6 +294,8 @@ class TrainConfig:
     labelled: int | None = None
     alpha: float | None = None
     val_fraction: float = 0.0
+    on_nan: str = "stop"
+    max_nan_skips: int = 10
 
     def __post_init__(self):
         require_int(self.epochs, "--epochs")
@@ -327,6 +333,12 @@ class TrainConfig:
             _is_number(self.val_fraction) and 0 <= self.val_fraction < 1,
             f"--val-fraction must be a number in [0, 1), got {self.val_fraction!r}",
         )
+        require(self.on_nan in ON_NAN, f"--on-nan must be one of {' | '.join(ON_NAN)}, got {self.on_nan!r}")
+        require_int(self.max_nan_skips, "--max-nan-skips", least=0)
+
+
+ON_NAN = ("stop", "skip")
+"""What a non-finite training step does (``TrainConfig.on_nan``)."""
 
 
 TRAIN_PATHS = ("auto", "fast", "plain")
@@ -425,6 +437,10 @@ class ProgramSpec:
         object.__setattr__(self, "args", args)
 
 
+SCHEMA_VERSION = 2
+"""The version of ``config.json``'s schema that this code writes (see :meth:`RunConfig.from_json`)."""
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything needed to rebuild a run: the model (built-in) or the program (a user's), data, training and
@@ -450,12 +466,19 @@ class RunConfig:
             )
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+        """The config as JSON, with the ``schema_version`` that wrote it."""
+        return json.dumps({**dataclasses.asdict(self), "schema_version": SCHEMA_VERSION}, indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> RunConfig:
         """Parse and check a ``config.json``. Unknown keys are an :class:`InputError`; a missing key takes its default
         (runs written before the key existed), a missing required one (``model.x_dim``) is an error.
+
+        ``schema_version`` (absent: 1) says which version of this schema wrote the file; a version newer than
+        :data:`SCHEMA_VERSION` is refused. Version 2 added ``train.on_nan`` and ``train.max_nan_skips``, whose defaults
+        are what version 1 did (stop at a non-finite loss); no default has changed since version 1, so a missing key of
+        any version takes today's default. A default that changes must bump the version and keep the old default for
+        files of the older versions here.
 
         ``data``, ``train`` and ``evaluation`` are required; ``model`` and ``program`` may be absent or ``null``, and
         exactly one of them must be given.
@@ -465,6 +488,12 @@ class RunConfig:
         except json.JSONDecodeError as error:
             raise InputError(f"config is not valid JSON: {error}") from None
         require(isinstance(raw, dict), f"config must be a JSON object, got {type(raw).__name__}")
+        version = raw.pop("schema_version", 1)
+        require(
+            isinstance(version, int) and not isinstance(version, bool) and 1 <= version <= SCHEMA_VERSION,
+            f"config schema_version {version!r}: this ppl_vae reads versions 1 to {SCHEMA_VERSION} (a newer one wrote "
+            "it?)",
+        )
         required = {"data": DataConfig, "train": TrainConfig, "evaluation": EvalConfig}
         optional = {"model": ModelConfig, "program": ProgramSpec}
         require(
@@ -485,7 +514,9 @@ def _from_dict(kind, values: Any, section: str):
     require(not unknown, f"config section {section!r} has unknown keys {unknown}: expected some of {sorted(known)}")
     try:
         return kind(**values)
-    except TypeError as error:
+    except (TypeError, ValueError) as error:  # a wrong type that a check did not expect (a list for a number, ...)
+        if isinstance(error, InputError):
+            raise
         raise InputError(f"config section {section!r}: {error}") from None
 
 

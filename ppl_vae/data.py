@@ -280,13 +280,25 @@ for _name, _class_name in (("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")
 
 def _load_npz(path: Path) -> Dataset:
     """Images ``x_train``, ``x_test`` and optional labels ``y_train``, ``y_test`` from an .npz file."""
+    if path.is_dir():
+        raise InputError(f"data file {path} is a folder: expected an .npz file")
     if not path.is_file():
         raise InputError(f"data file {path} not found: expected an existing .npz file")
+    if path.stat().st_size == 0:
+        raise InputError(f"data file {path} is empty (0 bytes): expected an .npz archive written by numpy.savez")
+    with open(path, "rb") as file:
+        if file.read(4) != b"PK\x03\x04":  # every .npz is a zip archive
+            raise InputError(f"data file {path} is not a zip file: expected an .npz archive written by numpy.savez")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = dict(archive)
-    except (OSError, TypeError, ValueError, zipfile.BadZipFile) as err:
-        raise InputError(f"cannot read {path} ({err}): expected an .npz archive written by numpy.savez") from err
+    except ValueError as err:
+        if "allow_pickle" in str(err):  # an array of Python objects inside the archive
+            raise InputError(f"{path} holds arrays of Python objects: expected numeric arrays") from None
+        raise InputError(f"cannot read {path} ({err}): expected an .npz archive written by numpy.savez") from None
+    except (OSError, TypeError, EOFError, zipfile.BadZipFile) as err:
+        reason = str(err) or type(err).__name__
+        raise InputError(f"cannot read {path} ({reason}): expected an .npz archive written by numpy.savez") from None
     if not {"x_train", "x_test"} <= arrays.keys():
         raise InputError(
             f"{path} holds arrays {sorted(arrays)}: expected x_train and x_test (and optionally y_train, y_test)"
@@ -329,6 +341,10 @@ def _npz_images(x: np.ndarray, what: str) -> torch.Tensor:
     return validate_images(x.reshape(len(x), math.prod(x.shape[1:])), what)
 
 
+MAX_CLASSES = 10_000
+"""Class labels of an .npz file are below this: one-hot labels and per-class figures grow with the number of classes."""
+
+
 def _npz_labels(y: np.ndarray | None, what: str) -> torch.Tensor | None:
     """``(N,)`` non-negative integer labels -> int64 tensor; ``None`` stays ``None``."""
     if y is None:
@@ -337,4 +353,6 @@ def _npz_labels(y: np.ndarray | None, what: str) -> torch.Tensor | None:
         raise InputError(f"{what} has shape {y.shape} and dtype {y.dtype}: expected (N,) integer class labels")
     if y.size and y.min() < 0:
         raise InputError(f"{what} has min {y.min()}: expected class labels >= 0")
+    if y.size and y.max() >= MAX_CLASSES:
+        raise InputError(f"{what} has max {y.max()}: expected class labels below {MAX_CLASSES}")
     return torch.as_tensor(y, dtype=torch.int64)

@@ -156,8 +156,9 @@ class Diagnostics:
 
     @property
     def collapsed(self) -> bool:
-        """No active unit, or a total KL below ``COLLAPSE_KL`` nats per example."""
-        return self.active_units == 0 or float(self.kl_per_dim.sum()) < COLLAPSE_KL
+        """No active unit (where activity was measured), or a total KL below ``COLLAPSE_KL`` nats per example."""
+        measured = len(self.activity) > 0
+        return (measured and self.active_units == 0) or float(self.kl_per_dim.sum()) < COLLAPSE_KL
 
     def khat_share_above(self, threshold: float) -> float:
         """The share of examples whose k-hat exceeds ``threshold``, in [0, 1]."""

@@ -62,7 +62,8 @@ class SiteUsage:
         kl_total_se: the standard error of :attr:`kl_total`.
         kl_method: ``"closed form"`` or ``"monte carlo"``.
         factorized: whether ``kl_per_dim`` is per event element (else one number per plate position).
-        activity: ``(U_z,)`` ``Var_x(E_q[z_j | x])`` per unit of the site's value; ``None`` for a discrete site.
+        activity: ``(U_z,)`` ``Var_x(E_q[z_j | x])`` per unit of the site's value; ``None`` for a discrete site, and
+            for a test set of one example (no variance across examples: activity says nothing of collapse then).
     """
 
     kl_per_dim: torch.Tensor
@@ -283,7 +284,7 @@ def site_usage(plan: SitePlan, kl: DrawSums, kl_total: DrawSums, means: DrawSums
     activity = None
     if plan.continuous:
         per_example = means.mean()
-        activity = per_example.var(0) if per_example.shape[0] > 1 else torch.zeros(per_example.shape[1])
+        activity = per_example.var(0) if per_example.shape[0] > 1 else None  # one example: no variance to measure
     return SiteUsage(
         kl_per_dim=kl_per_dim.cpu(),
         kl_per_dim_se=torch.zeros_like(kl_per_dim).cpu() if exact else kl.standard_error().cpu(),

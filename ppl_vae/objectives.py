@@ -3,8 +3,10 @@
 A step is called as ``step(x, *args, beta_t=None)``: a minibatch ``x`` ``(B, ...)`` and the programs' extra arguments
 (the labels ``y`` of a conditional model), one optimizer update, and the loss returned, Pyro's convention: the negative
 objective summed over the minibatch, in nats. ``step.loss(x, *args, beta_t=None)`` is the step's estimator as a
-differentiable scalar, without the update (the KL lab measures gradient variance with it). Steps are swappable (the
-trainer only calls them), so a faster or a hand-written path is benchmarked against the plain one by changing a name.
+differentiable scalar, without the update (the KL lab measures gradient variance with it). A step whose loss or
+gradients are not finite applies no update and raises :class:`~ppl_vae.nonfinite.NonFiniteStep`. Steps are swappable
+(the trainer only calls them), so a faster or a hand-written path is benchmarked against the plain one by changing a
+name.
 
 =======================  =====================================================================================
 name                     step
@@ -95,13 +97,14 @@ from pyro.infer import (
     TraceMeanField_ELBO,
 )
 from pyro.infer.elbo import ELBO
-from pyro.infer.util import torch_item
+from pyro.infer.util import torch_item, zero_grads
 from pyro.optim import PyroLRScheduler
 from pyro.params import param_with_module_name, user_param_name
 from pyro.poutine.messenger import Messenger
 
 from ppl_vae import reference
 from ppl_vae.errors import InputError
+from ppl_vae.nonfinite import require_finite
 from ppl_vae.optim import (
     group_factor,
     load_per_parameter_state,
@@ -282,7 +285,7 @@ class ELBOStep:
     @contextmanager
     def _quieted(self):
         with warnings.catch_warnings():
-            for message in self.quiet:
+            for message in (*self.quiet, "Encountered NaN"):  # NaN: require_finite stops the step, with a reason
                 warnings.filterwarnings("ignore", message=message)
             yield
 
@@ -320,8 +323,15 @@ class SVIStep(ELBOStep):
 
     def __call__(self, x: torch.Tensor, *args, beta_t: float | None = None) -> float:
         self.prepare(x, *args)
-        with self._quieted():
-            loss = self.svi.step(x, *self._arguments(x, args, beta_t))  # loss_and_grads, then the update
+        with self._quieted(), poutine.trace(param_only=True) as captured:  # SVI.step, with a check before the update
+            loss = self.svi.loss_and_grads(self.svi.model, self.svi.guide, x, *self._arguments(x, args, beta_t))
+        params = set(site["value"].unconstrained() for site in captured.trace.nodes.values())
+        loss = torch_item(loss)
+        try:
+            require_finite(loss, params)  # a NonFiniteStep leaves the parameters and the optimizer as they were
+            self.optim(params)
+        finally:
+            zero_grads(params)
         if isinstance(self.optim, PyroLRScheduler):  # one step of the learning-rate schedule per update
             self.optim.step()
         return loss
@@ -375,6 +385,7 @@ class FastStep(ELBOStep):
                     loss = self.elbo.loss_and_grads(self.model, self.guide, *arguments)
                 if len(pyro.get_param_store()) != self.known:
                     self._add_new_parameters()
+                self._require_finite(loss)
                 self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
@@ -397,8 +408,15 @@ class FastStep(ELBOStep):
         self.known = len(pyro.get_param_store())
         if self.waiting is not None:
             self.load_state_dict(self.waiting)
+        self._require_finite(loss)
         self.optimizer.step()
         return loss
+
+    def _require_finite(self, loss) -> None:
+        """:class:`~ppl_vae.nonfinite.NonFiniteStep` before the update when the loss or a gradient is not finite: the
+        parameters and the optimizer's state stay as they were (as on the plain path)."""
+        total = sum(map(torch_item, loss)) if isinstance(loss, tuple) else torch_item(loss)
+        require_finite(total, (parameter for group in self.optimizer.param_groups for parameter in group["params"]))
 
     def _named(self, found):
         return [(parameter_name(name, self.program.pyro_name), parameter) for name, parameter in found]
@@ -720,6 +738,7 @@ class ReferenceStep:
         loss = self.loss(x, beta_t=beta_t)
         self.optimizer.zero_grad()
         loss.backward()
+        require_finite(loss.item(), self.vae.parameters())  # before the update: a NonFiniteStep changes nothing
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()

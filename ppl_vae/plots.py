@@ -107,12 +107,13 @@ def plot_reconstructions(
 
 def plot_latent_scatter(z_loc, labels, path: str | Path, of: str = "E_q[z | x]") -> Path:
     """Latent means ``(N, z_dim)`` coloured by label: the two dimensions themselves when ``z_dim == 2``, the first two
-    principal components otherwise (a 1-D code is plotted against zero)."""
+    principal components otherwise (a 1-D code is plotted against zero; fewer than 3 images, which have no second
+    principal direction, show their first two dimensions)."""
     z = np.asarray(z_loc.detach().cpu() if isinstance(z_loc, torch.Tensor) else z_loc, dtype=np.float64)
     if z.shape[1] == 1:
         points, axis_names = np.column_stack([z[:, 0], np.zeros(len(z))]), ("z[0]", "")
-    elif z.shape[1] == 2:
-        points, axis_names = z, ("z[0]", "z[1]")
+    elif z.shape[1] == 2 or len(z) < 3:
+        points, axis_names = z[:, :2], ("z[0]", "z[1]")
     else:
         from sklearn.decomposition import PCA
 
@@ -122,10 +123,11 @@ def plot_latent_scatter(z_loc, labels, path: str | Path, of: str = "E_q[z | x]")
         axis_names = (f"PC 1 ({share[0]:.0%} of variance)", f"PC 2 ({share[1]:.0%} of variance)")
     figure, axes = plt.subplots(figsize=(6, 5))
     colours = None if labels is None else np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
-    scatter = axes.scatter(points[:, 0], points[:, 1], c=colours, cmap="tab10", s=8, alpha=0.8)
+    coloured = {} if colours is None else {"c": colours, "cmap": "tab10"}
+    scatter = axes.scatter(points[:, 0], points[:, 1], s=8, alpha=0.8, **coloured)
     if colours is not None:
         figure.colorbar(scatter, ax=axes, label="label")
-    projection = "" if z.shape[1] <= 2 else f", PCA of {z.shape[1]} dimensions"
+    projection = "" if z.shape[1] <= 2 or len(z) < 3 else f", PCA of {z.shape[1]} dimensions"
     axes.set(xlabel=axis_names[0], ylabel=axis_names[1], title=f"Latent means {of} of test images{projection}")
     return _save(figure, path)
 
@@ -215,7 +217,7 @@ def plot_kl_per_dim(latent_sites: dict[str, dict], path: str | Path, threshold: 
     ``kl_method``, ``activity``): bars of the KL term per dimension (nats per example, +-2 standard errors where it
     is an estimate), active dimensions (``activity > threshold``) in colour, inactive in grey; the activity
     ``Var_x(E_q[z_j | x])`` on a second axis. A site whose distributions do not factorize gets one line for its whole
-    KL term; a discrete site has no activity."""
+    KL term; a discrete site (or any site on one test example) has no activity."""
     width = max(len(site["activity"] or site["kl_per_dim"]) for site in latent_sites.values())
     narrowest = 5 if len(latent_sites) == 1 else 7  # room for the site's name in each title
     figure, panels = plt.subplots(
@@ -238,11 +240,14 @@ def _kl_panel(axes, site: dict, threshold: float, name: str | None) -> None:
     if activity is not None and len(kl) != units:  # the site does not factorize: one KL term for all of it
         axes.axhline(kl.sum(), color="C0", label="KL term of the whole site (its distributions do not factorize)")
     else:
-        for chosen, colour, label in ((active, "C0", "active dimension"), (~active, "0.6", "inactive dimension")):
+        kinds = ((active, "C0", "active dimension"), (~active, "0.6", "inactive dimension"))
+        if activity is None:
+            kinds = ((active, "C0", "KL term (activity not measured)"),)
+        for chosen, colour, label in kinds:
             if chosen.any():
                 chosen_error = {key: value[chosen] if key == "yerr" else value for key, value in error.items()}
                 axes.bar(dims[chosen], kl[chosen], color=colour, label=label, **chosen_error)
-    count = f"{int(active.sum())} of {units} active" if activity is not None else f"{units} units, discrete"
+    count = f"{int(active.sum())} of {units} active" if activity is not None else f"{units} units"
     if name is None:
         title, ylabel = f"KL per latent dimension: {count}", "KL(q(z_j | x) || p(z_j)), nats per example"
     else:

@@ -34,9 +34,12 @@ Example::
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
 import pyro
 import torch
 from pyro import poutine
@@ -297,10 +300,18 @@ def prior_trace(model: Callable, x: torch.Tensor, num_samples: int, *args, sites
         return poutine.trace(model).get_trace(x, *args)
 
 
+@contextmanager
 def rng_preserved(device: torch.device):
-    """Draws made inside leave torch's RNG (on the CPU and on ``device``) as they found it: looking at a program must
-    not change the numbers that the next seeded computation gives."""
-    return torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else [])
+    """Draws made inside leave torch's RNG (on the CPU and on ``device``), Python's ``random`` and NumPy's as they found
+    them: looking at a program (which may draw from any of them) must not change the numbers that the next seeded
+    computation gives."""
+    python, numpy = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+            yield
+    finally:
+        random.setstate(python)
+        np.random.set_state(numpy)
 
 
 def _data_frame(sites: list[tuple[str, dict]], num_examples: int, named: str | None):

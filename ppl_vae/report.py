@@ -155,7 +155,7 @@ def _summary_lines(report: dict) -> list[str]:
             + (
                 f"{site['active_units']} of {site['units']} units active"
                 if site["activity"] is not None
-                else "discrete"
+                else "activity not measured (a discrete site, or one test example)"
             )
             for name, site in sites.items()
         ]

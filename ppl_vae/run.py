@@ -31,12 +31,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import tempfile
 import time
 from pathlib import Path
 
 import pyro
 import torch
 
+from ppl_vae import resume as resume_module
 from ppl_vae.checkpoint import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -76,8 +79,17 @@ def load_config(run_dir: str | Path) -> RunConfig:
     """The :class:`RunConfig` stored in a run folder, its parts checked (:func:`ppl_vae.parts.check_run`): a
     hand-edited ``config.json`` naming a part that does not exist, or one that refuses the rest of the config, fails
     here with one line."""
-    run_dir = read_run_folder(run_dir)
-    return check_run(RunConfig.from_json((run_dir / CONFIG_FILE).read_text()))
+    path = read_run_folder(run_dir) / CONFIG_FILE
+    try:
+        return check_run(RunConfig.from_json(path.read_text(encoding="utf-8")))
+    except UnicodeDecodeError as error:
+        raise InputError(
+            f"{str(path)!r} is not UTF-8 text (byte {error.start}): expected the JSON 'ppl-vae train' wrote"
+        ) from None
+    except OSError as error:
+        raise InputError(f"cannot read {str(path)!r}: {error.strerror or error}") from None
+    except InputError as error:
+        raise InputError(f"{str(path)!r}: {error}") from None
 
 
 def program_spec_for(data: Dataset, path: str, args: dict | None = None) -> ProgramSpec:
@@ -118,21 +130,36 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu", *, trust_progr
     config = load_config(run_dir)
     require_trusted(run_dir, config, trust_program)
     trained = build_trained(config)
-    _load_weights(trained, run_dir, device)
+    _load_weights(trained, run_dir, device, config)
     as_user_program(trained).modules.to(device).eval()
     return trained
 
 
-def _load_weights(trained: VAE | UserProgram, run_dir: str | Path, device: str | torch.device) -> None:
-    """Load the checkpoint's weights into ``trained``; a mismatch (a changed config.json, or a program whose build
-    function now makes other modules) is one line naming the first difference."""
+def _load_weights(
+    trained: VAE | UserProgram, run_dir: str | Path, device: str | torch.device, config: RunConfig
+) -> dict:
+    """Load the checkpoint's weights into ``trained``; returns the checkpoint. A mismatch (a changed config.json, or
+    a program whose build function now makes other modules) is one line naming the first difference; so is a
+    config.json whose model, program or data set differ from those the checkpoint stored when it was trained."""
     state = load_checkpoint(Path(run_dir) / CHECKPOINT_FILE, map_location=device)
+    trained_with = state.get("config")
+    if isinstance(trained_with, dict):
+        sections, current = ("model", "program", "data"), json.loads(config.to_json())
+        fixed, _ = resume_module.split(
+            {name: trained_with.get(name) for name in sections}, {name: current.get(name) for name in sections}
+        )
+        if fixed:
+            raise InputError(
+                f"checkpoint in {str(run_dir)!r} does not match its {CONFIG_FILE}, edited after training: "
+                f"{resume_module.describe(fixed)} (the checkpoint was trained with the first values)"
+            )
     try:
         as_user_program(trained).modules.load_state_dict(state["model"])
-    except (RuntimeError, KeyError) as error:
+    except (RuntimeError, KeyError, TypeError) as error:
         lines = [line.strip() for line in str(error).strip().splitlines()] or [repr(error)]
         reason = lines[1] if len(lines) > 1 else lines[0]  # torch's first line is only "Error(s) in loading ..."
         raise InputError(f"checkpoint in {str(run_dir)!r} does not match its {CONFIG_FILE}: {reason}") from None
+    return state
 
 
 def train_run(
@@ -143,13 +170,18 @@ def train_run(
     progress: bool = True,
     trust_program: bool = False,
     tensorboard: bool = False,
+    refused: tuple[str, ...] = (),
 ) -> dict:
     """Train ``config`` into ``run_dir``, evaluate it and draw its figures; returns the metrics.
 
-    ``resume=True`` continues the checkpoint in ``run_dir`` (its ``config.json`` must equal ``config`` except for
-    ``train``'s ``epochs`` and ``device``); for a program run only with ``trust_program=True`` (the program comes
-    from the folder). Without it, a folder that already holds a run is refused, so nothing is overwritten.
-    ``tensorboard=True`` also logs every epoch to ``run_dir/tensorboard`` (:mod:`ppl_vae.tensorboard_log`).
+    ``resume=True`` continues the checkpoint in ``run_dir``; ``config`` may differ from its ``config.json`` only
+    where the numbers stay those of an uninterrupted run (more epochs, the device, the final evaluation's samples: see
+    :mod:`ppl_vae.resume`), and every other difference is refused in one line (with the descriptions in ``refused``,
+    changes the caller found that no config can express). Each resume is recorded under ``"resumes"`` in the
+    checkpoint and ``metrics.json``. A program run resumes only with ``trust_program=True`` (the program comes from the
+    folder). Without ``resume``, a folder that already holds a run is refused, so nothing is overwritten, and so is an
+    ``--out`` that cannot become a writable folder, before anything is trained. ``tensorboard=True`` also logs every
+    epoch to ``run_dir/tensorboard`` (:mod:`ppl_vae.tensorboard_log`).
 
     A program run trains in a cleared Pyro parameter store: its ``pyro.module`` names are fixed by the user's code, so
     parameters left in the store under the same names (by an earlier build of the same program in this process)
@@ -158,13 +190,18 @@ def train_run(
     run_dir = Path(run_dir)
     if resume:
         stored = load_config(run_dir)
-        if (stored.model, stored.program, stored.data) != (config.model, config.program, config.data):
-            raise InputError(
-                f"cannot resume {str(run_dir)!r} with a different model, program or data set than its {CONFIG_FILE}"
+        if config.train.lr_horizon is None:  # fixed when the run started; None asks for that one
+            config = dataclasses.replace(
+                config, train=dataclasses.replace(config.train, lr_horizon=stored.train.lr_horizon)
             )
+        applied = resume_module.check_resume(
+            repr(str(run_dir)), json.loads(stored.to_json()), json.loads(config.to_json()), refused=refused
+        )
         require_trusted(run_dir, stored, trust_program)
-    elif (run_dir / CHECKPOINT_FILE).exists():
-        raise InputError(f"run folder {str(run_dir)!r} already holds a run: pass --resume or choose another --out")
+    else:
+        if refused:
+            raise InputError(f"{', '.join(refused)}: only a resumed run can refuse these")
+        require_new_run_folder(run_dir)
     data = load_data(config)
     started = stored.train.lr_horizon if resume else None
     train = config.train
@@ -176,17 +213,31 @@ def train_run(
     trained = build_trained(config)
     discrete = config.model is not None and config.model.family != "vae"
     trainee, train_data = training_view(trained, data, config) if discrete else (trained, data)
+    resumes = []
     if resume:  # one clear line, before training, where the weights do not fit (fit() restores them itself)
-        _load_weights(trained, run_dir, config.train.device)
-    run_dir.mkdir(parents=True, exist_ok=True)
+        state = _load_weights(trained, run_dir, config.train.device, stored)
+        trained_epochs = len(state.get("history", []))
+        resume_module.check_epochs(repr(str(run_dir)), config.train.epochs, trained_epochs)
+        partial = state.get("partial") or {}
+        now = {"epoch": trained_epochs, "step": partial.get("done", 0), "changes": applied}
+        resumes = [*state.get("resumes", []), now]
+    _make_run_folder(run_dir)
     save_json(run_dir / CONFIG_FILE, json.loads(config.to_json()))
     save_json(run_dir / ENVIRONMENT_FILE, environment(config.train.device))
     if config.program is not None:
         pyro.clear_param_store()
+    extra = {"config": json.loads(config.to_json()), "resumes": resumes}
     log = _tensorboard_log(trained, data, config, run_dir, resume) if tensorboard else None
     try:
         history = fit(
-            trainee, train_data, config.train, run_dir=run_dir, resume=resume, progress=progress, on_epoch=log
+            trainee,
+            train_data,
+            config.train,
+            run_dir=run_dir,
+            resume=resume,
+            progress=progress,
+            extra=extra,
+            on_epoch=log,
         )
     finally:
         if log is not None:
@@ -203,6 +254,8 @@ def train_run(
     validated = [record for record in history if "val_elbo" in record]
     if validated:  # the last validation ELBO: what a selection among runs may use (the test set plays no part)
         metrics.update(val_elbo=validated[-1]["val_elbo"], val_elbo_se=validated[-1]["val_elbo_se"])
+    if resumes:
+        metrics["resumes"] = resumes
     if config.program is not None:
         metrics["figures_skipped"] = figures_skipped(trained)
     save_json(run_dir / METRICS_FILE, metrics)
@@ -234,6 +287,39 @@ def _tensorboard_log(trained, data: Dataset, config: RunConfig, run_dir: Path, r
     return TensorBoardLog(
         run_dir / TENSORBOARD_DIR, program, config, x_held[:shown], data.image_shape, y_shown=labels, first_epoch=first
     )
+
+
+def require_new_run_folder(run_dir: Path) -> None:
+    """An :class:`InputError` unless ``run_dir`` can become a new run folder: not a file, not a folder that holds a run
+    already, and in (or, while it does not exist, under) a folder where a file can be written. Nothing is left behind:
+    the folder itself is made later, when the run starts writing."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError(f"--out {str(run_dir)!r} is a file: expected a folder (new, or empty) for the run")
+    if (run_dir / CHECKPOINT_FILE).exists():
+        raise InputError(f"run folder {str(run_dir)!r} already holds a run: pass --resume or choose another --out")
+    existing = next(folder for folder in (run_dir, *run_dir.absolute().parents) if folder.exists())
+    if not existing.is_dir():
+        raise InputError(f"--out {str(run_dir)!r}: {str(existing)!r} is a file, so the folder cannot be made")
+    require_writable(existing, f"--out {str(run_dir)!r}")
+
+
+def require_writable(folder: Path, what: str) -> None:
+    """An :class:`InputError` naming ``what`` unless a small file can be written, flushed and removed in ``folder``
+    (a read-only file system, a full disk, or, for a user without root, missing permissions)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder) as probe:
+            probe.write(b"0" * 4096)
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as error:
+        raise InputError(f"{what}: cannot write in {str(folder)!r} ({error.strerror or error})") from None
+
+
+def _make_run_folder(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"--out {str(run_dir)!r}: cannot make the folder ({error.strerror or error})") from None
 
 
 def evaluate_vae(
@@ -294,9 +380,11 @@ def evaluate_run(
     data = load_data(config)
     if report is not None:
         report.check(evaluation.k, data.x_test.shape[0])
+    read_metrics(run_dir / METRICS_FILE)  # before the evaluation: a damaged file or a read-only folder fails at once
+    require_writable(run_dir, f"evaluate {str(run_dir)!r}")
     seed_everything(config.train.seed)
     metrics_path = run_dir / METRICS_FILE
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    metrics = read_metrics(metrics_path)
     metrics.update(evaluate_vae(trained, data, evaluation, log_likelihood=report is None, run_dir=run_dir))
     if report is None:
         save_json(metrics_path, metrics)
@@ -305,6 +393,21 @@ def evaluate_run(
     metrics.update(test_log_likelihood=written["log_likelihood"], test_log_likelihood_se=written["log_likelihood_se"])
     save_json(metrics_path, metrics)
     return {**metrics, "report": written}
+
+
+def read_metrics(path: Path) -> dict:
+    """The metrics of ``metrics.json`` (``{}`` when there is none); a file that is not a JSON object is an
+    :class:`InputError` naming it."""
+    if not path.is_file():
+        return {}
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        reason = f"not UTF-8 (byte {error.start})" if isinstance(error, UnicodeDecodeError) else f"not JSON ({error})"
+        raise InputError(f"{str(path)!r} is {reason}: remove it and evaluate again to write a fresh one") from None
+    if not isinstance(metrics, dict):
+        raise InputError(f"{str(path)!r} holds a {type(metrics).__name__}, expected a JSON object: remove it")
+    return metrics
 
 
 FIGURE_FUNCTIONS = {"reconstructions.png": "reconstruct", "samples.png": "sample", "latent.png": "encode"}

@@ -24,21 +24,32 @@ IWAE bound for ``iwae``; the β_t-weighted objective with ``beta``/``anneal``, w
 recorded as ``latent_scale``); ``test_elbo`` is :func:`ppl_vae.evaluate.elbo` on the test set with
 ``eval_particles`` samples, after the epoch (always the plain ELBO, of ``log p(x | y)`` for a conditional model).
 
-With ``run_dir`` a checkpoint (weights, optimizer and schedule state, RNG states, history, the schedule's horizon) is
-written atomically after every epoch, and ``resume=True`` continues from it with the numbers an uninterrupted run
-would have had (on the CPU).
+With ``run_dir`` a checkpoint (weights, optimizer and schedule state, every RNG's whole state, history, the schedule's
+horizon, the training config) is written atomically after every epoch, and ``resume=True`` continues from it with the
+numbers an uninterrupted run would have had (on the CPU); settings that would change them are refused
+(:mod:`ppl_vae.resume`).
+
+What goes wrong is handled where it happens:
+
+- SIGINT or SIGTERM (:mod:`ppl_vae.interrupt`): the step in progress finishes, a checkpoint is written part-way through
+  the epoch (its minibatch order, the steps done, the running sums), and :class:`~ppl_vae.interrupt.Interrupted` is
+  raised; a resume continues at the next step with the same numbers.
+- A step whose loss or gradients are not finite applies no update (:mod:`ppl_vae.nonfinite`); with ``on_nan="stop"``
+  the run stops with a ``FloatingPointError`` naming the epoch, the step and the site whose log-density is not finite,
+  with ``"skip"`` the step is dropped and counted (``"nan_skips"`` in the epoch's record) up to ``max_nan_skips``.
+- A run whose test ELBO falls below :func:`~ppl_vae.nonfinite.divergence_threshold` of the untrained model's (measured
+  before the first step, RNG left as it was) stops with :class:`~ppl_vae.nonfinite.Diverged` before that epoch's
+  checkpoint is written.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import random
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-import numpy as np
 import pyro
 import torch
 from pyro.infer.elbo import ELBO
@@ -51,8 +62,11 @@ from ppl_vae.config import TrainConfig
 from ppl_vae.data import Dataset, binarize, minibatches, validation_split
 from ppl_vae.errors import InputError
 from ppl_vae.guards import check_gradients, check_registration, forget_gradients
+from ppl_vae.interrupt import Interrupted, stop_requests
+from ppl_vae.nonfinite import Diverged, NonFiniteStep, bad_site, divergence_threshold, is_invalid_values
 from ppl_vae.objectives import TrainingStep, latent_scale, make_step
-from ppl_vae.programs import UserProgram, as_user_program
+from ppl_vae.programs import UserProgram, as_user_program, rng_preserved
+from ppl_vae.resume import check_epochs, check_resume, rng_state, set_rng_state
 from ppl_vae.vae import VAE
 
 
@@ -89,6 +103,7 @@ def fit(
     run_dir: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    extra: Mapping | None = None,
     on_epoch: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """Train ``program`` (the built-in VAE, a :class:`~ppl_vae.programs.UserProgram`, or a user's ``model`` and
@@ -116,12 +131,21 @@ def fit(
         run_dir: where to write ``checkpoint.pt`` after every epoch (``None``: nowhere).
         resume: continue from ``run_dir/checkpoint.pt`` (its history is returned in full).
         progress: show a tqdm bar per epoch with the running training ELBO.
+        extra: plain values (numbers, strings, lists, dicts, tensors) stored under their keys in every checkpoint
+            (:func:`ppl_vae.run.train_run` stores the run's config and its resumes there).
         on_epoch: called with each epoch's record once it is in the history (and the checkpoint), e.g. a
             :class:`ppl_vae.tensorboard_log.TensorBoardLog`.
 
     Raises:
         InputError: bad input, or at the first update a parameter that would never train (see
-            :mod:`ppl_vae.guards`), or programs that the objective refuses.
+            :mod:`ppl_vae.guards`), or programs that the objective refuses; on resume, settings that would change the
+            numbers (:mod:`ppl_vae.resume`) or a checkpoint that does not fit.
+        FloatingPointError: a training step whose loss or gradients are not finite (its update is not applied;
+            with ``config.on_nan="skip"`` only past ``config.max_nan_skips``), naming the epoch, the step and the
+            site; :class:`~ppl_vae.nonfinite.Diverged` when the test ELBO falls below
+            :func:`~ppl_vae.nonfinite.divergence_threshold` of the untrained model's. The last checkpoint written
+            stays.
+        Interrupted: SIGINT or SIGTERM (:mod:`ppl_vae.interrupt`), after the step in progress and a checkpoint.
     """
     config = TrainConfig() if config is None else config
     if data is None:
@@ -145,6 +169,7 @@ def fit(
         if checkpoint_path is None:
             raise InputError("resume=True needs the run_dir to resume from")
         snapshot = load_checkpoint(checkpoint_path, map_location=device)
+        _check_resumable(snapshot, config, checkpoint_path)
     elif checkpoint_path is not None:
         checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
     config = with_lr_horizon(config, x_train.shape[0], snapshot.get("lr_horizon") if snapshot else None)
@@ -152,34 +177,157 @@ def fit(
     seed_everything(config.seed)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     step = make_step(program, config, elbo=elbo)
-    history = _restore(snapshot, program.modules, step, generator) if snapshot else []
+    if snapshot:
+        history, partial, untrained = _restore(snapshot, program.modules, step, generator, checkpoint_path)
+    else:
+        history, partial = [], None
+        untrained = _untrained_elbo(program, x_test, test_args, config)
     first = _guarded_first_step(program, config)
+    run = _Run(program, step, generator, config, checkpoint_path, dict(extra or {}), untrained, history)
 
-    for epoch in range(len(history) + 1, config.epochs + 1):
-        started = time.perf_counter()
-        train_loss, scale = _train_epoch(step, first, program, x_train, train_args, generator, config, epoch, progress)
-        seconds = time.perf_counter() - started
-        record = {"epoch": epoch, "train_elbo": -train_loss / x_train.shape[0], "seconds": seconds}
-        if step.latent_scaled:
-            record["latent_scale"] = scale
-        if epoch % config.eval_every == 0 or epoch == config.epochs:
-            test = evaluate.elbo(
-                program.model, program.guide, x_test, num_particles=config.eval_particles, args=test_args
+    with stop_requests() as request:
+        for epoch in range(len(history) + 1, config.epochs + 1):
+            progress_now = partial if partial is not None and partial["epoch"] == epoch else None
+            epoch_state = (
+                _EpochState.resumed(progress_now)
+                if progress_now
+                else _EpochState.start(epoch, x_train.shape[0], config.batch_size, generator, step.fixed_batch_shape)
             )
-            record.update({f"{held_out}_elbo": test.mean, f"{held_out}_elbo_se": test.se})
-        history.append(record)
-        if not math.isfinite(record["train_elbo"]):
-            raise FloatingPointError(
-                f"training ELBO is {record['train_elbo']} at epoch {epoch}: lower --lr (now {config.lr}); "
-                "the last finite checkpoint is kept"
-            )
-        if checkpoint_path is not None:
-            save_checkpoint(checkpoint_path, _snapshot(program.modules, step, generator, history, config))
-        if on_epoch is not None:
-            on_epoch(record)
-        if progress:
-            tqdm.write(_describe(record, config.epochs))
+            _train_epoch(run, first, epoch_state, x_train, train_args, progress, request)
+            record = {
+                "epoch": epoch,
+                "train_elbo": -(epoch_state.total * x_train.shape[0] / epoch_state.seen) / x_train.shape[0],
+                "seconds": epoch_state.seconds,
+            }
+            if step.latent_scaled:
+                record["latent_scale"] = epoch_state.scale
+            if epoch_state.nan_skips:
+                record["nan_skips"] = epoch_state.nan_skips
+            if epoch % config.eval_every == 0 or epoch == config.epochs:
+                test = evaluate.elbo(
+                    program.model, program.guide, x_test, num_particles=config.eval_particles, args=test_args
+                )
+                record.update({f"{held_out}_elbo": test.mean, f"{held_out}_elbo_se": test.se})
+                run.check_divergence(record, f"{held_out}_elbo")
+            history.append(record)
+            run.save()
+            if on_epoch is not None:
+                on_epoch(record)
+            if progress:
+                tqdm.write(_describe(record, config.epochs))
+            if request.signum is not None:  # received during the epoch's last step or its evaluation
+                raise Interrupted(request.signum, epoch, len(epoch_state.batches))
     return history
+
+
+class _Run:
+    """What the loop needs to write a checkpoint and to explain a failure: the programs, the step, the shuffling
+    generator, the config, where checkpoints go (``None``: nowhere), the caller's extra checkpoint values, the untrained
+    model's test ELBO (``None`` for a run resumed from a checkpoint that did not store it) and the history so far."""
+
+    def __init__(self, program, step, generator, config, path, extra, untrained, history):
+        self.program, self.step, self.generator, self.config = program, step, generator, config
+        self.path, self.extra, self.untrained, self.history = path, extra, untrained, history
+        self.nan_skips = sum(record.get("nan_skips", 0) for record in history)
+
+    def save(self, partial: dict | None = None) -> None:
+        """Write the checkpoint (atomically) after the last finished epoch, or part-way through one (``partial``)."""
+        if self.path is None:
+            return
+        state = {
+            **self.extra,
+            "model": self.program.modules.state_dict(),
+            "step": self.step.state_dict(),
+            "history": self.history,
+            "lr_horizon": self.config.lr_horizon,
+            "train": dataclasses.asdict(self.config),
+            "untrained_test_elbo": self.untrained,
+            "rng": rng_state(self.generator),
+        }
+        if partial is not None:
+            state["partial"] = partial
+        save_checkpoint(self.path, state)
+
+    def kept(self) -> str:
+        """Which checkpoint a failed run leaves, in words."""
+        if self.path is None:
+            return "no checkpoint is written (no run folder)"
+        if not self.history and not self.path.is_file():
+            return "no checkpoint was written yet"
+        return f"the last finite checkpoint is kept in {str(self.path.parent)!r}"
+
+    def check_divergence(self, record: dict, key: str = "test_elbo") -> None:
+        """Stop the run (:class:`~ppl_vae.nonfinite.Diverged`) when its test ELBO is not finite or is below the
+        divergence threshold of the untrained model's (:func:`~ppl_vae.nonfinite.divergence_threshold`)."""
+        value = record[key]
+        threshold = -math.inf if self.untrained is None else divergence_threshold(self.untrained)
+        if math.isfinite(value) and value >= threshold:
+            return
+        baseline = (
+            ""
+            if self.untrained is None
+            else (f", far below the untrained model's {self.untrained:.4g} (diverged: below {threshold:.4g})")
+        )
+        raise Diverged(
+            f"training diverged: {'validation' if key == 'val_elbo' else 'test'} ELBO {value:.4g} nats per example "
+            f"at epoch {record['epoch']}{baseline}; "
+            f"lower --lr (now {self.config.lr:g}); {self.kept()}"
+        )
+
+    def non_finite(self, epoch: int, number: int, reason: str, x: torch.Tensor, args: tuple) -> None:
+        """A step that was not applied: count it, or (``on_nan="stop"``, or past ``max_nan_skips``) stop the run with
+        one line naming the epoch, the step, the reason and the site whose log-density is not finite."""
+        config = self.config
+        if config.on_nan == "skip" and self.nan_skips < config.max_nan_skips:
+            self.nan_skips += 1
+            forget_gradients(self.program.modules)
+            return
+        site = bad_site(self.program.model, self.program.guide, x, *args)
+        where = f"the log-density of site {site} is not finite" if site else "every site's log-density is finite"
+        skipping = config.on_nan == "skip"
+        limit = f" after {self.nan_skips} skipped steps (--max-nan-skips)" if skipping else ""
+        other = "raise --max-nan-skips" if skipping else "pass --on-nan skip"
+        raise FloatingPointError(
+            f"non-finite training step at epoch {epoch}, step {number + 1}{limit}: {reason}; {where}; the update was "
+            f"not applied and training stopped; lower --lr (now {config.lr:g}) or {other}; {self.kept()}"
+        )
+
+
+@dataclasses.dataclass
+class _EpochState:
+    """An epoch in progress: its minibatches (index tensors), how many are done, the summed loss over ``seen``
+    examples, the last latent scale, the seconds spent and the steps skipped."""
+
+    epoch: int
+    batches: list[torch.Tensor]
+    done: int = 0
+    total: float = 0.0
+    seen: int = 0
+    scale: float = 1.0
+    seconds: float = 0.0
+    nan_skips: int = 0
+
+    @classmethod
+    def start(cls, epoch: int, num_examples: int, batch_size: int, generator, fixed_batch_shape: bool):
+        batches = list(minibatches(num_examples, batch_size, generator, device=generator.device))
+        if fixed_batch_shape and len(batches) > 1 and len(batches[-1]) != batch_size:
+            # a compiled step is traced for one batch shape; the remainder waits for the next shuffle
+            batches = batches[:-1]
+        return cls(epoch, batches)
+
+    @classmethod
+    def resumed(cls, partial: dict):
+        order, sizes = partial["order"], partial["sizes"]
+        fields = {key: partial[key] for key in ("done", "total", "seen", "scale", "seconds", "nan_skips")}
+        return cls(partial["epoch"], list(torch.split(order, sizes)), **fields)
+
+    def as_partial(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "order": torch.cat(self.batches),
+            "sizes": [len(index) for index in self.batches],
+            **{key: getattr(self, key) for key in ("done", "total", "seen", "scale", "seconds", "nan_skips")},
+        }
 
 
 def _program(program, data: Dataset, model, guide, modules, binarize_data: bool, labels: bool) -> UserProgram:
@@ -237,61 +385,103 @@ def _describe(record: dict, epochs: int) -> str:
     return text + f"  nats per example  ({record['seconds']:.1f} s)"
 
 
-def _train_epoch(
-    step: TrainingStep, update: Callable, program: UserProgram, x_train, train_args, generator, config, epoch, progress
-) -> tuple[float, float]:
-    """One pass over the shuffled training set through ``update(step, x, args, beta_t)``; returns the summed loss
-    (negative objective, nats) and the last latent scale ``β_t`` used (1 for an unscaled step)."""
-    total, seen, scale = 0.0, 0, 1.0
-    batch_size = config.batch_size
-    batches = list(minibatches(x_train.shape[0], batch_size, generator, device=x_train.device))
-    if step.fixed_batch_shape and len(batches) > 1 and len(batches[-1]) != batch_size:
-        # a compiled step is traced for one batch shape; the remainder waits for the next shuffle
-        batches = batches[:-1]
-    bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", leave=False, disable=not progress, unit="batch")
-    for number, index in enumerate(bar):
+def _train_epoch(run: _Run, update: Callable, state: _EpochState, x_train, train_args, progress, request) -> None:
+    """Go on with the epoch ``state`` through ``update(step, x, args, beta_t)`` until its last minibatch, adding to
+    its summed loss (negative objective, nats) and recording the last latent scale ``β_t`` (1 for an unscaled step).
+    A step that is not finite is handled by :meth:`_Run.non_finite`; a signal recorded in ``request`` ends the epoch
+    after the step in progress with a checkpoint and :class:`~ppl_vae.interrupt.Interrupted`."""
+    step, program, config, generator = run.step, run.program, run.config, run.generator
+    batches = state.batches
+    device = x_train.device
+    bar = tqdm(
+        total=len(batches),
+        initial=state.done,
+        desc=f"epoch {state.epoch}/{config.epochs}",
+        leave=False,
+        disable=not progress,
+        unit="batch",
+    )
+    started = time.perf_counter()
+    for number in range(state.done, len(batches)):
+        index = batches[number].to(device)
         x = x_train[index]
         if program.binary:
             x = binarize(x, generator)
         beta_t = None
         if step.latent_scaled:
-            beta_t = scale = latent_scale(config, epoch - 1 + number / len(batches))
-        total += update(step, x, tuple(arg[index] for arg in train_args), beta_t)
-        seen += len(index)
-        bar.set_postfix(elbo=f"{-total / seen:.2f}", refresh=False)
-    return total * x_train.shape[0] / seen, scale
+            beta_t = state.scale = latent_scale(config, state.epoch - 1 + number / len(batches))
+        args = tuple(arg[index] for arg in train_args)
+        try:
+            loss = update(step, x, args, beta_t)
+        except NonFiniteStep as error:
+            run.non_finite(state.epoch, number, error.reason, x, args)
+            state.nan_skips += 1
+        except ValueError as error:
+            if not is_invalid_values(error):
+                raise
+            said = str(error).splitlines()[0].split(" of distribution")[0]  # "Expected parameter loc (Tensor ...)"
+            reason = f"a distribution's parameters are not finite ({said})"
+            run.non_finite(state.epoch, number, reason, x, args)
+            state.nan_skips += 1
+        else:
+            state.total += loss
+            state.seen += len(index)
+        state.done = number + 1
+        bar.update(1)
+        if state.seen:
+            bar.set_postfix(elbo=f"{-state.total / state.seen:.2f}", refresh=False)
+        if request.signum is not None and state.done < len(batches):
+            state.seconds += time.perf_counter() - started
+            bar.close()
+            run.save(partial=state.as_partial())
+            raise Interrupted(request.signum, state.epoch, state.done)
+    bar.close()
+    state.seconds += time.perf_counter() - started
+    if not state.seen:
+        raise FloatingPointError(f"every step of epoch {state.epoch} was skipped as not finite: lower --lr")
 
 
-def _snapshot(
-    modules: nn.Module, step: TrainingStep, generator: torch.Generator, history: list[dict], config: TrainConfig
-) -> dict:
-    return {
-        "model": modules.state_dict(),
-        "step": step.state_dict(),
-        "history": history,
-        "lr_horizon": config.lr_horizon,
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "python": random.getstate(),
-            "numpy": [int(v) for v in np.random.get_state()[1]],
-            "generator": generator.get_state(),
-        },
-    }
+def _untrained_elbo(program: UserProgram, x_test: torch.Tensor, test_args: tuple, config: TrainConfig) -> float:
+    """The test ELBO of the programs before training (nats per example), the baseline of the divergence check;
+    computed with the RNG left as it was, so that the run's numbers do not depend on it."""
+    with rng_preserved(x_test.device):
+        estimate = evaluate.elbo(
+            program.model, program.guide, x_test, num_particles=config.eval_particles, args=test_args
+        )
+    return estimate.mean
 
 
-def _restore(snapshot: dict, modules: nn.Module, step: TrainingStep, generator: torch.Generator) -> list[dict]:
-    modules.load_state_dict(snapshot["model"])
-    step.load_state_dict(snapshot["step"])
-    rng = snapshot["rng"]
-    torch.set_rng_state(rng["torch"].cpu())
-    if rng["cuda"]:
-        torch.cuda.set_rng_state_all([state.cpu() for state in rng["cuda"]])
-    random.setstate(_as_tuple(rng["python"]))
-    np.random.set_state(("MT19937", np.array(rng["numpy"], dtype=np.uint32), 624, 0, 0.0))
-    generator.set_state(rng["generator"].cpu() if generator.device.type == "cpu" else rng["generator"])
-    return list(snapshot["history"])
+def _check_resumable(snapshot: dict, config: TrainConfig, path: Path) -> None:
+    """Refuse to resume with training settings that change the numbers (see :mod:`ppl_vae.resume`), compared with the
+    ones the checkpoint was written with (a checkpoint written before they were stored is not compared), or with
+    fewer epochs than it has trained."""
+    missing = sorted({"model", "step", "history", "rng"} - set(snapshot))
+    if missing:
+        raise InputError(f"checkpoint {str(path)!r} lacks {missing}: expected a file written by 'ppl-vae train'")
+    where = repr(str(path.parent))
+    if "train" in snapshot:
+        requested = dataclasses.asdict(dataclasses.replace(config, lr_horizon=snapshot["train"].get("lr_horizon")))
+        check_resume(where, {"train": snapshot["train"]}, {"train": requested})
+    check_epochs(where, config.epochs, len(snapshot["history"]))
 
 
-def _as_tuple(value):
-    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+def _restore(
+    snapshot: dict, modules: nn.Module, step: TrainingStep, generator: torch.Generator, path: Path
+) -> tuple[list[dict], dict | None, float | None]:
+    """Load weights, optimizer state and RNG states; returns the history, the epoch in progress (``None`` if the
+    checkpoint was written after a whole epoch) and the untrained model's test ELBO (``None`` if not stored)."""
+    try:
+        modules.load_state_dict(snapshot["model"])
+    except (RuntimeError, KeyError, TypeError) as error:
+        reason = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), str(error).strip())
+        raise InputError(f"checkpoint {str(path)!r} does not match the model: {reason}") from None
+    try:
+        step.load_state_dict(snapshot["step"])
+    except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as error:
+        raise InputError(
+            f"the optimizer state in checkpoint {str(path)!r} does not fit this objective and optimizer "
+            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}): resume with the --elbo "
+            "and --optim the run was trained with"
+        ) from None
+    set_rng_state(snapshot["rng"], generator)
+    return list(snapshot["history"]), snapshot.get("partial"), snapshot.get("untrained_test_elbo")

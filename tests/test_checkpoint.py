@@ -1,6 +1,8 @@
 """Checkpoints: atomic writes, weights-only loads, a config that must match its weights."""
 
+import errno
 import json
+import os
 import pickle
 
 import pytest
@@ -14,13 +16,13 @@ from ppl_vae.run import load, model_config_for
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     path = tmp_path / "checkpoint.pt"
-    save_checkpoint(path, {"step": torch.tensor(1)})
+    save_checkpoint(path, {"model": {}, "step": torch.tensor(1)})
 
     def fail_half_way(file):
         file.write(b"partial")
-        raise OSError("No space left on device")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(InputError, match="cannot write .*checkpoint.pt': No space left on device; its previous"):
         atomic_write(path, fail_half_way)
     assert load_checkpoint(path)["step"].item() == 1
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
@@ -35,8 +37,9 @@ def test_loading_never_unpickles_arbitrary_objects(tmp_path):
 
     with open(path, "wb") as file:
         torch.save({"evil": Payload()}, file, pickle_module=pickle)
-    with pytest.raises(InputError, match="cannot read checkpoint"):
+    with pytest.raises(InputError, match="holds objects other than tensors") as refused:
         load_checkpoint(path)
+    assert "\n" not in str(refused.value) and "weights_only" not in str(refused.value)
 
 
 def write_run(run_dir, digits, z_dim=4):
