@@ -274,7 +274,7 @@ class TrainConfig:
         require(self.path in TRAIN_PATHS, f"--path must be one of {', '.join(TRAIN_PATHS)}, got {self.path!r}")
 
 
-TRAIN_PATHS = ("auto", "fast", "plain")
+TRAIN_PATHS = ("auto", "graph", "fast", "plain")
 """``TrainConfig.path``: the training path of the Pyro objectives (``--path``)."""
 TRAIN_PART_NAME_FLAGS = {"elbo": "--elbo", "anneal": "--anneal", "optim": "--optim", "lr_schedule": "--lr-schedule"}
 """The :class:`TrainConfig` fields that name a part (an objective, a schedule, an optimizer), with their flags."""

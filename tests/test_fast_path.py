@@ -15,7 +15,7 @@ from torch import nn
 
 from ppl_vae.config import TrainConfig
 from ppl_vae.errors import InputError
-from ppl_vae.objectives import FastStep, SVIStep, make_step
+from ppl_vae.objectives import FastStep, GraphStep, SVIStep, make_step
 from ppl_vae.optim import OPTIMIZERS, load_per_parameter_state, per_parameter_state
 from ppl_vae.programs import UserProgram
 from ppl_vae.run import model_config_for
@@ -78,18 +78,20 @@ def test_the_fast_path_gives_the_plain_paths_curve(data, options):
     assert other[0][-1]["train_elbo"] != pytest.approx(fast[0][-1]["train_elbo"], rel=1e-6)
 
 
-def test_auto_takes_the_fast_path_for_pyro_objectives_and_leaves_hand_written_steps_as_they_are(digits):
+def test_auto_takes_the_graph_tier_for_pyro_objectives_and_leaves_hand_written_steps_as_they_are(digits):
     vae = VAE(model_config_for(digits, z_dim=2, hidden=(8,)))
-    assert isinstance(make_step(vae, TrainConfig()), FastStep)
+    assert isinstance(make_step(vae, TrainConfig()), GraphStep)
+    assert type(make_step(vae, TrainConfig(path="fast"))) is FastStep
     assert isinstance(make_step(vae, TrainConfig(path="plain")), SVIStep)
     assert not isinstance(make_step(vae, TrainConfig(elbo="reference-mc")), FastStep | SVIStep)
-    with pytest.raises(InputError, match="--path fast applies to the Pyro objectives; --elbo reference-mc"):
-        make_step(vae, TrainConfig(elbo="reference-mc", path="fast"))
-    with pytest.raises(InputError, match="--path must be one of auto, fast, plain, got 'quick'"):
+    for path in ("fast", "graph"):
+        with pytest.raises(InputError, match=f"--path {path} applies to the Pyro objectives; --elbo reference-mc"):
+            make_step(vae, TrainConfig(elbo="reference-mc", path=path))
+    with pytest.raises(InputError, match="--path must be one of auto, graph, fast, plain, got 'quick'"):
         TrainConfig(path="quick")
 
 
-@pytest.mark.parametrize("first, second", [("plain", "fast"), ("fast", "plain")])
+@pytest.mark.parametrize("first, second", [("plain", "fast"), ("fast", "plain"), ("plain", "graph")])
 def test_a_checkpoint_of_one_path_resumes_on_the_other(data, tmp_path, first, second):
     """Schedule and per-group rates included: the optimizer's moments and the schedule cross in Pyro's format."""
     options = {"lr_schedule": "cosine", "lr_factors": {"decoder": 0.5}, "lr_horizon": 8}
