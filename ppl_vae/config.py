@@ -221,10 +221,13 @@ class TrainConfig:
             ``factor`` for the parameters whose names start with ``prefix`` (longest prefix wins; see
             ``ppl_vae.optim``). A prefix that matches no trained parameter is refused at the first step.
         path: how the Pyro objectives take their update: ``fast`` (the ELBO's own ``loss_and_grads`` and one torch
-            optimizer over every parameter, without ``SVI``), ``plain`` (``pyro.infer.SVI`` with Pyro's optimizer
-            wrappers), ``auto`` (the default: ``fast`` wherever it applies, i.e. every Pyro objective; the
-            hand-written ``reference-*`` steps are one path already). Both paths take the same updates from the same
-            draws (see ``ppl_vae.objectives``), so the path does not change the numbers, and a run resumes on either.
+            optimizer over every parameter, without ``SVI``), ``graph`` (the fast path with the loss traced once per
+            batch shape into a graph of torch operations and run without Pyro; ``trace``, ``stl`` and ``iwae``;
+            checked against the fast path, which takes over with a warning where the programs cannot be traced),
+            ``plain`` (``pyro.infer.SVI`` with Pyro's optimizer wrappers), ``auto`` (the default: ``graph`` where it
+            applies, ``fast`` for the other Pyro objectives; the hand-written ``reference-*`` steps are one path
+            already). All take the same updates from the same draws (see ``ppl_vae.objectives``), so the path does
+            not change the numbers, and a run resumes on any.
     """
 
     epochs: int = 30

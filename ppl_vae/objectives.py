@@ -27,13 +27,19 @@ name                     step
 ``reference-stl``        hand-written torch loss, STL (:func:`ppl_vae.reference.elbo_stl`)
 =======================  =====================================================================================
 
-**Two paths, one set of numbers** (``TrainConfig.path``, ``--path``). Every Pyro objective above ("``SVI`` + ...")
-runs on the *fast path* by default (``auto``, or ``fast``): :class:`FastStep` calls the ELBO's own
+**Three tiers, one set of numbers** (``TrainConfig.path``, ``--path``). Every Pyro objective above ("``SVI`` + ...")
+runs without ``SVI`` by default. The *fast path* (``--path fast``), :class:`FastStep`, calls the ELBO's own
 ``loss_and_grads`` (what ``SVI.step`` calls) and steps one torch optimizer over every parameter (``foreach``), with
-Pyro's validation off after the first update. ``--path plain`` is :class:`SVIStep`: ``SVI.step`` with Pyro's wrapper,
-one torch optimizer per parameter tensor. The optimizers are elementwise, so both paths take the same updates from
-the same draws (the tests compare the curves in float64); the optimizer state is saved in Pyro's format on both, so
-a run resumes on either. The hand-written ``reference-*`` steps have one path (``--path fast`` refuses them).
+Pyro's validation off after the first update. The *compiled tier* (``--path graph``; ``auto``, the default, takes it
+for ``trace``, ``stl`` and ``iwae``), :class:`GraphStep`, is the fast path whose loss, after the first update, is
+traced once per batch shape into a graph of torch operations over the live parameters (:mod:`ppl_vae.graphs`) and
+run without Pyro; it is checked against the fast path on each shape's first two batches and gives way to it, with
+one warning, where a graph would not reproduce the programs (``.item()``, Python's ``random``, a structure that
+changes); ``auto`` takes the fast path for the other objectives, ``--path graph`` refuses them. ``--path plain`` is
+:class:`SVIStep`: ``SVI.step`` with Pyro's wrapper, one torch optimizer per parameter tensor. The optimizers are
+elementwise and the graph runs the programs' own operations on the same draws, so all three take the same updates
+(the tests compare the curves in float64); the optimizer state is saved in Pyro's format on all three, so a run
+resumes on any. The hand-written ``reference-*`` steps have one path (``--path fast`` and ``graph`` refuse them).
 
 Python callers may train with any Pyro ELBO instance instead of a name: ``fit(..., elbo=TraceEnum_ELBO(...))`` (or
 ``make_step(programs, config, elbo=...)``); it is used as given (its own ``max_plate_nesting``, particles and so on).
@@ -360,7 +366,7 @@ class FastStep(ELBOStep):
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler = None
         self.names: list[str] = []  # the store names of the optimizer's parameters, in its order
-        self.known = 0  # the size of Pyro's parameter store when the optimizer last took new parameters
+        self.known = 0  # the size of Pyro's parameter store when this step last looked at it
         self.waiting: dict | None = None  # a loaded state, applied when the optimizer is built
 
     def __call__(self, x: torch.Tensor, *args, beta_t: float | None = None) -> float:
@@ -379,10 +385,12 @@ class FastStep(ELBOStep):
     def _loss_and_grads(self, arguments: tuple):
         """The loss of an update after the first, its gradients in the parameters' ``.grad`` (set afresh), and any
         parameter that first appeared joined to the optimizer."""
+        store = pyro.get_param_store()
+        self.known = len(store)  # what was registered since this step's last update is another program's
         self.optimizer.zero_grad(set_to_none=True)
         with pyro.validation_enabled(False):
             loss = self.elbo.loss_and_grads(self.model, self.guide, *arguments)
-        if len(pyro.get_param_store()) != self.known:
+        if len(store) != self.known:
             self._add_new_parameters()
         return loss
 
@@ -415,7 +423,9 @@ class FastStep(ELBOStep):
 
     def _add_new_parameters(self) -> None:
         """Parameters that entered Pyro's store during this update and received a gradient join the optimizer, in
-        groups by their ``lr_factors`` factor (with the schedule's current factor)."""
+        groups by their ``lr_factors`` factor (with the schedule's current factor). Those that entered between this
+        step's updates are another program's (two models trained in turns in one process) and stay out: the store's
+        size is read again before each update."""
         store = pyro.get_param_store()
         known = set(self.names)
         for name in list(store.keys()):
@@ -556,8 +566,8 @@ class GraphStep(FastStep):
         self.off = reason
         self.graphs.clear()
         warnings.warn(
-            f"the compiled training tier is off for this run ({reason}); training continues on the fast path, "
-            "with the same numbers",
+            f"the compiled training tier is off for this run ({reason}); training continues on the fast path "
+            "(--path fast), whose updates the checked ones already were",
             GraphFallbackWarning,
             stacklevel=2,
         )

@@ -213,3 +213,19 @@ def test_one_optimizer_over_all_parameters_steps_as_one_optimizer_per_parameter(
         optimizer.step()
     for a, b in zip(together, restored_tensors, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("path", ["fast", "graph"])
+def test_two_models_trained_in_turns_in_one_process_keep_their_own_parameters(digits, path):
+    """Another model's parameters, registered between this step's updates and holding gradients of their own, do not
+    join this step's optimizer (the benchmark's runners take turns in one process)."""
+    x = torch.bernoulli(digits.x_train[:16].double())
+    vaes = [VAE(model_config_for(digits, z_dim=2, hidden=(8,))) for _ in range(2)]
+    steps = [make_step(vae, TrainConfig(path=path)) for vae in vaes]
+    for _ in range(4):
+        for step in steps:
+            step(x)
+    for vae, step in zip(vaes, steps, strict=True):
+        held = {id(parameter) for group in step.optimizer.param_groups for parameter in group["params"]}
+        assert held == {id(parameter) for parameter in vae.parameters()}
+    assert all(getattr(step, "off", None) is None for step in steps)

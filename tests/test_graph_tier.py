@@ -12,6 +12,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 from pyro.infer import Trace_ELBO
+from test_fast_path import assert_same_run, masked_two_site_program, train_vae
 from torch import nn
 
 from ppl_vae.config import TrainConfig
@@ -22,7 +23,6 @@ from ppl_vae.programs import UserProgram
 from ppl_vae.run import model_config_for
 from ppl_vae.train import fit, seed_everything
 from ppl_vae.vae import VAE
-from test_fast_path import assert_same_run, masked_two_site_program, train_vae
 
 pytestmark = pytest.mark.usefixtures("float64")
 
