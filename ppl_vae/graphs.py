@@ -59,6 +59,10 @@ class NotCompiled(Exception):
     """Why an objective or a pair of programs has no graph (the message says it in one line)."""
 
 
+class NotCovered(NotCompiled):
+    """The programs need what the tier does not compile (a score-function site), as opposed to a failure."""
+
+
 def compilable(elbo: ELBO) -> str | None:
     """``None`` when the graph tier can trace ``elbo``'s loss, else why not (one line)."""
     kind = type(elbo)
@@ -144,7 +148,7 @@ def _single_trace(elbo: ELBO, model: Callable, guide: Callable, arguments: tuple
 
 def _score_function_check(name: str, score_function_term) -> None:
     if not is_identically_zero(score_function_term):
-        raise NotCompiled(
+        raise NotCovered(
             f"latent site {name!r} has no reparameterized sampler: its score-function gradient is not compiled"
         )
 

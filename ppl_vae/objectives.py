@@ -107,7 +107,7 @@ from pyro.poutine.messenger import Messenger
 
 from ppl_vae import reference
 from ppl_vae.errors import InputError
-from ppl_vae.graphs import CompiledLoss, NotCompiled, compilable, compile_loss
+from ppl_vae.graphs import CompiledLoss, NotCompiled, NotCovered, compilable, compile_loss
 from ppl_vae.optim import (
     group_factor,
     load_per_parameter_state,
@@ -534,7 +534,7 @@ class GraphStep(FastStep):
             return loss
         after, gradients = _torch_rng(device), [parameter.grad for parameter in self.parameters]
         outside = (outside, (random.getstate(), np.random.get_state()))  # before and after the fast path's update
-        problem = None
+        problem, covered = None, True
         try:
             if compiled is None:
                 compiled = compile_loss(self.elbo, self.model, self.guide, self.parameters, arguments)
@@ -547,7 +547,7 @@ class GraphStep(FastStep):
                 (graph_loss, [parameter.grad for parameter in self.parameters], _torch_rng(device)),
             )
         except NotCompiled as error:
-            problem = str(error)
+            problem, covered = str(error), not isinstance(error, NotCovered)
         except Exception as error:  # running the graph failed: the fast path carries on
             problem = f"running the traced graph failed: {type(error).__name__}: {error}"
         finally:
@@ -557,14 +557,18 @@ class GraphStep(FastStep):
             random.setstate(outside[1][0])  # tracing ran the programs: their Python and NumPy draws are undone
             np.random.set_state(outside[1][1])
         if problem is not None:
-            self._turn_off(problem)
+            self._turn_off(problem, warn=covered or self.config.path == "graph")
         else:
             compiled.checked += 1
         return loss
 
-    def _turn_off(self, reason: str) -> None:
+    def _turn_off(self, reason: str, warn: bool = True) -> None:
+        """The fast path for the rest of the run; a warning unless the programs are merely outside what the tier
+        covers (a score-function site) under ``auto``, which then takes the fast path as for ``meanfield``."""
         self.off = reason
         self.graphs.clear()
+        if not warn:
+            return
         warnings.warn(
             f"the compiled training tier is off for this run ({reason}); training continues on the fast path "
             "(--path fast), whose updates the checked ones already were",

@@ -189,3 +189,33 @@ def test_path_graph_refuses_objectives_it_does_not_compile_and_auto_takes_the_fa
     step(x)
     step(x)
     assert step.off.startswith("TraceMeanField_ELBO is not compiled") and not step.graphs
+
+
+def discrete_program(x_dim: int) -> UserProgram:
+    """A mixture of two pixel means chosen by a discrete latent ``c`` (no reparameterized sampler)."""
+    nets = nn.ModuleDict({"encoder": nn.Linear(x_dim, 1), "decoder": nn.Embedding(2, x_dim)})
+
+    def model(x):
+        pyro.module("nets", nets)
+        with pyro.plate("data", x.shape[0]):
+            c = pyro.sample("c", dist.Bernoulli(x.new_full((x.shape[0],), 0.5)))
+            pyro.sample("x", dist.Bernoulli(logits=nets["decoder"](c.long())).to_event(1), obs=x)
+
+    def guide(x):
+        pyro.module("nets", nets)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("c", dist.Bernoulli(logits=nets["encoder"](x).squeeze(-1)))
+
+    return UserProgram(model, guide, nets, binary=True)
+
+
+def test_a_score_function_site_takes_the_fast_path_silently_under_auto_and_with_a_warning_under_graph(data):
+    x = torch.bernoulli(data.x_train[:16])
+    step = make_step(discrete_program(data.x_dim), TrainConfig())
+    for _ in range(3):
+        step(x)
+    assert step.off == "latent site 'c' has no reparameterized sampler: its score-function gradient is not compiled"
+    step = make_step(discrete_program(data.x_dim), TrainConfig(path="graph"))
+    step(x)
+    with pytest.warns(GraphFallbackWarning, match="latent site 'c' has no reparameterized sampler"):
+        step(x)
