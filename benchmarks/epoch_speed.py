@@ -19,7 +19,8 @@ binarized afresh with ``torch.bernoulli``, and ``loss.item()`` summed per step. 
 checks it), so the baseline is the same computation, not a different one.
 
 **The measured path** is ``ppl-vae train``'s: each objective's step from :func:`ppl_vae.objectives.make_step` on the
-default path (``--path auto``: the fast path for every Pyro objective) and, as ``OBJECTIVE@plain``, on the plain SVI
+default path (``--path auto``: the compiled tier for ``trace``, ``stl`` and ``iwae``, the fast path for the other Pyro
+objectives), as ``OBJECTIVE@fast`` on the fast path (``--path fast``) and as ``OBJECTIVE@plain`` on the plain SVI
 path (``--path plain``), driven
 by the epoch function that :func:`ppl_vae.fit` runs (``ppl_vae.train._train_epoch``, with fit's guarded first update,
 seeded generator, shuffling, slicing and binarization; no progress bar, no evaluation between epochs).
@@ -91,12 +92,18 @@ from ppl_vae.tables import table
 from ppl_vae.train import _EpochState, _guarded_first_step, _Run, _train_epoch, seed_everything
 
 LOG_2PI = math.log(2 * math.pi)
-PLAIN_PATH = "@plain"
-"""``OBJECTIVE@plain``: the objective on the plain SVI path (``--path plain``); ``OBJECTIVE`` alone takes
-``ppl-vae train``'s default path (``auto``: the fast path for the Pyro objectives)."""
+PATHS = ("fast", "plain")
+"""``OBJECTIVE@fast``, ``OBJECTIVE@plain``: the objective on the fast path (``--path fast``) or the plain SVI path
+(``--path plain``); ``OBJECTIVE`` alone takes ``ppl-vae train``'s default path (``auto``: the compiled tier where it
+applies, else the fast path)."""
 PYRO_OBJECTIVES = ("trace", "meanfield", "jit", "tracegraph", "iwae", "stl")
+COMPILED = ("trace", "iwae", "stl")  # the default path is the compiled tier: their fast path gets its own row
 OBJECTIVES = (
-    *(name for objective in PYRO_OBJECTIVES for name in (objective, f"{objective}{PLAIN_PATH}")),
+    *(
+        name
+        for objective in PYRO_OBJECTIVES
+        for name in (objective, *(f"{objective}@{path}" for path in PATHS if objective in COMPILED or path != "fast"))
+    ),
     "reference-mc",
     "reference-analytic",
     "reference-stl",
@@ -126,7 +133,13 @@ def baseline_of(runner: str) -> str:
     """The plain loop a runner is compared with: the same estimator of the KL term."""
     if runner in BASELINES:
         return runner
-    return "plain-analytic" if runner.removesuffix(PLAIN_PATH) in ANALYTIC else "plain-mc"
+    return "plain-analytic" if split_runner(runner)[0] in ANALYTIC else "plain-mc"
+
+
+def split_runner(name: str) -> tuple[str, str]:
+    """``OBJECTIVE@PATH`` -> ``(OBJECTIVE, PATH)``; ``OBJECTIVE`` -> ``(OBJECTIVE, "auto")``."""
+    objective, _, path = name.partition("@")
+    return objective, path or "auto"
 
 
 # --- data ----------------------------------------------------------------------------------------------------------
@@ -306,19 +319,19 @@ def plain_iwae(encoder: nn.Module, decoder: nn.Module, x: torch.Tensor, k: int, 
 
 # --- ppl-vae train's path -----------------------------------------------------------------------------------------
 class ProjectRunner:
-    """``ppl-vae train --elbo OBJECTIVE``'s epoch (``--path plain`` for ``OBJECTIVE@plain``): the step
+    """``ppl-vae train --elbo OBJECTIVE``'s epoch (``--path PATH`` for ``OBJECTIVE@PATH``): the step
     :func:`make_step` builds, run by fit's epoch function."""
 
     def __init__(self, setup: Setup, name: str):
         self.vae = ppl_vae.VAE(setup.model_config).to(setup.device)
         self.vae.load_state_dict(setup.initial_weights)
-        objective = name.removesuffix(PLAIN_PATH)
+        objective, path = split_runner(name)
         self.config = ppl_vae.TrainConfig(
             batch_size=setup.configuration.batch_size,
             elbo=objective,
             seed=setup.seed,
             device=str(setup.device),
-            path="plain" if name.endswith(PLAIN_PATH) else "auto",
+            path=path,
         )
         self.programs = as_user_program(self.vae)
         self.x_train = setup.x_train
@@ -625,13 +638,13 @@ def describe(name: str, data: ppl_vae.Dataset) -> str:
 
 QUICK = {
     "configurations": "mlp-64-128-8-b64,mlp-784-400-50-b128",
-    "objectives": "trace,trace@plain,jit,iwae,iwae@plain,reference-mc",
+    "objectives": "trace,trace@fast,trace@plain,jit,iwae,iwae@fast,iwae@plain,reference-mc",
     "rounds": 5,
     "warmup": 1,
     "iwae_examples": 1000,
 }
-"""``--quick``: the two target configurations, the default and plain paths of ``trace`` and ``iwae``, ``jit`` and the
-hand-written step; 5 rounds; the IWAE evaluation over 1,000 examples (k = 5000 still)."""
+"""``--quick``: the two target configurations, the default (compiled), fast and plain paths of ``trace`` and ``iwae``,
+``jit`` and the hand-written step; 5 rounds; the IWAE evaluation over 1,000 examples (k = 5000 still)."""
 
 
 def _describe_quick() -> str:

@@ -98,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--path",
         default=DEFAULTS_TRAIN.path,
-        help="fast | plain | auto: the Pyro objectives' update without SVI (one torch optimizer), or through "
-        "pyro.infer.SVI; the same numbers either way [auto: fast]",
+        help="graph | fast | plain | auto: the Pyro objectives' update from a loss traced once per batch shape "
+        "(trace, stl, iwae), without SVI (one torch optimizer), or through pyro.infer.SVI; the same numbers every "
+        "way [auto: graph where it applies, else fast]",
     )
     train.add_argument(
         "--num-particles",

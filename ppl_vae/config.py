@@ -258,10 +258,13 @@ class TrainConfig:
             ``factor`` for the parameters whose names start with ``prefix`` (longest prefix wins; see
             ``ppl_vae.optim``). A prefix that matches no trained parameter is refused at the first step.
         path: how the Pyro objectives take their update: ``fast`` (the ELBO's own ``loss_and_grads`` and one torch
-            optimizer over every parameter, without ``SVI``), ``plain`` (``pyro.infer.SVI`` with Pyro's optimizer
-            wrappers), ``auto`` (the default: ``fast`` wherever it applies, i.e. every Pyro objective; the
-            hand-written ``reference-*`` steps are one path already). Both paths take the same updates from the same
-            draws (see ``ppl_vae.objectives``), so the path does not change the numbers, and a run resumes on either.
+            optimizer over every parameter, without ``SVI``), ``graph`` (the fast path with the loss traced once per
+            batch shape into a graph of torch operations and run without Pyro; ``trace``, ``stl`` and ``iwae``;
+            checked against the fast path, which takes over with a warning where the programs cannot be traced),
+            ``plain`` (``pyro.infer.SVI`` with Pyro's optimizer wrappers), ``auto`` (the default: ``graph`` where it
+            applies, ``fast`` for the other Pyro objectives; the hand-written ``reference-*`` steps are one path
+            already). All take the same updates from the same draws (see ``ppl_vae.objectives``), so the path does
+            not change the numbers, and a run resumes on any.
         labelled: ``--family m2`` only: how many training examples keep their label (balanced over the classes,
             chosen from ``seed``); ``None``: every one.
         alpha: ``--family m2`` only: the weight of the classification term ``alpha * log q(y | x)`` of each labelled
@@ -341,7 +344,7 @@ ON_NAN = ("stop", "skip")
 """What a non-finite training step does (``TrainConfig.on_nan``)."""
 
 
-TRAIN_PATHS = ("auto", "fast", "plain")
+TRAIN_PATHS = ("auto", "graph", "fast", "plain")
 """``TrainConfig.path``: the training path of the Pyro objectives (``--path``)."""
 TRAIN_PART_NAME_FLAGS = {"elbo": "--elbo", "anneal": "--anneal", "optim": "--optim", "lr_schedule": "--lr-schedule"}
 """The :class:`TrainConfig` fields that name a part (an objective, a schedule, an optimizer), with their flags."""

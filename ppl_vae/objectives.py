@@ -32,13 +32,19 @@ name                     step
 ``reference-stl``        hand-written torch loss, STL (:func:`ppl_vae.reference.elbo_stl`)
 =======================  =====================================================================================
 
-**Two paths, one set of numbers** (``TrainConfig.path``, ``--path``). Every Pyro objective above ("``SVI`` + ...")
-runs on the *fast path* by default (``auto``, or ``fast``): :class:`FastStep` calls the ELBO's own
+**Three tiers, one set of numbers** (``TrainConfig.path``, ``--path``). Every Pyro objective above ("``SVI`` + ...")
+runs without ``SVI`` by default. The *fast path* (``--path fast``), :class:`FastStep`, calls the ELBO's own
 ``loss_and_grads`` (what ``SVI.step`` calls) and steps one torch optimizer over every parameter (``foreach``), with
-Pyro's validation off after the first update. ``--path plain`` is :class:`SVIStep`: ``SVI.step`` with Pyro's wrapper,
-one torch optimizer per parameter tensor. The optimizers are elementwise, so both paths take the same updates from
-the same draws (the tests compare the curves in float64); the optimizer state is saved in Pyro's format on both, so
-a run resumes on either. The hand-written ``reference-*`` steps have one path (``--path fast`` refuses them).
+Pyro's validation off after the first update. The *compiled tier* (``--path graph``; ``auto``, the default, takes it
+for ``trace``, ``stl`` and ``iwae``), :class:`GraphStep`, is the fast path whose loss, after the first update, is
+traced once per batch shape into a graph of torch operations over the live parameters (:mod:`ppl_vae.graphs`) and
+run without Pyro; it is checked against the fast path on each shape's first two batches and gives way to it, with
+one warning, where a graph would not reproduce the programs (``.item()``, Python's ``random``, a structure that
+changes); ``auto`` takes the fast path for the other objectives, ``--path graph`` refuses them. ``--path plain`` is
+:class:`SVIStep`: ``SVI.step`` with Pyro's wrapper, one torch optimizer per parameter tensor. The optimizers are
+elementwise and the graph runs the programs' own operations on the same draws, so all three take the same updates
+(the tests compare the curves in float64); the optimizer state is saved in Pyro's format on all three, so a run
+resumes on any. The hand-written ``reference-*`` steps have one path (``--path fast`` and ``graph`` refuse them).
 
 Python callers may train with any Pyro ELBO instance instead of a name: ``fit(..., elbo=TraceEnum_ELBO(...))`` (or
 ``make_step(programs, config, elbo=...)``); it is used as given (its own ``max_plate_nesting``, particles and so on).
@@ -77,11 +83,14 @@ hand-written steps. Training reports the weighted objective; evaluation (:mod:`p
 from __future__ import annotations
 
 import dataclasses
+import math
+import random
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Protocol
 
+import numpy as np
 import pyro
 import torch
 from pyro import poutine
@@ -104,6 +113,7 @@ from pyro.poutine.messenger import Messenger
 
 from ppl_vae import reference
 from ppl_vae.errors import InputError
+from ppl_vae.graphs import CompiledLoss, NotCompiled, NotCovered, compilable, compile_loss
 from ppl_vae.nonfinite import require_finite
 from ppl_vae.optim import (
     group_factor,
@@ -211,10 +221,10 @@ def make_step(program: VAE | UserProgram, config: TrainConfig, *, elbo: ELBO | N
             raise InputError(f"elbo= must be a Pyro ELBO instance (e.g. TraceEnum_ELBO()), got {type(elbo).__name__}")
         return elbo_step(program, config, lambda sites: elbo, latent_scaled=is_latent_scaled(config))
     step = OBJECTIVES.get(config.elbo)(program, config)
-    if config.path == "fast" and not isinstance(step, FastStep):
+    if config.path in ("fast", "graph") and not isinstance(step, FastStep):
         raise InputError(
-            f"--path fast applies to the Pyro objectives; --elbo {config.elbo} is hand-written (one torch optimizer "
-            "already): use --path auto"
+            f"--path {config.path} applies to the Pyro objectives; --elbo {config.elbo} is hand-written (one torch "
+            "optimizer already): use --path auto"
         )
     if is_latent_scaled(config) and not step.latent_scaled:
         raise InputError(
@@ -370,7 +380,7 @@ class FastStep(ELBOStep):
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler = None
         self.names: list[str] = []  # the store names of the optimizer's parameters, in its order
-        self.known = 0  # the size of Pyro's parameter store when the optimizer last took new parameters
+        self.known = 0  # the size of Pyro's parameter store when this step last looked at it
         self.waiting: dict | None = None  # a loaded state, applied when the optimizer is built
 
     def __call__(self, x: torch.Tensor, *args, beta_t: float | None = None) -> float:
@@ -380,16 +390,24 @@ class FastStep(ELBOStep):
             if self.optimizer is None:
                 loss = self._first_update(arguments)
             else:
-                self.optimizer.zero_grad(set_to_none=True)
-                with pyro.validation_enabled(False):
-                    loss = self.elbo.loss_and_grads(self.model, self.guide, *arguments)
-                if len(pyro.get_param_store()) != self.known:
-                    self._add_new_parameters()
+                loss = self._loss_and_grads(arguments)
                 self._require_finite(loss)
                 self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
         return type(loss)(map(torch_item, loss)) if isinstance(loss, tuple) else torch_item(loss)
+
+    def _loss_and_grads(self, arguments: tuple):
+        """The loss of an update after the first, its gradients in the parameters' ``.grad`` (set afresh), and any
+        parameter that first appeared joined to the optimizer."""
+        store = pyro.get_param_store()
+        self.known = len(store)  # what was registered since this step's last update is another program's
+        self.optimizer.zero_grad(set_to_none=True)
+        with pyro.validation_enabled(False):
+            loss = self.elbo.loss_and_grads(self.model, self.guide, *arguments)
+        if len(store) != self.known:
+            self._add_new_parameters()
+        return loss
 
     def _first_update(self, arguments: tuple):
         """The first update: the parameters found from its trace (as ``SVI.step`` finds them), the optimizer built
@@ -415,8 +433,8 @@ class FastStep(ELBOStep):
     def _require_finite(self, loss) -> None:
         """:class:`~ppl_vae.nonfinite.NonFiniteStep` before the update when the loss or a gradient is not finite: the
         parameters and the optimizer's state stay as they were (as on the plain path)."""
-        total = sum(map(torch_item, loss)) if isinstance(loss, tuple) else torch_item(loss)
-        require_finite(total, (parameter for group in self.optimizer.param_groups for parameter in group["params"]))
+        parameters = (parameter for group in self.optimizer.param_groups for parameter in group["params"])
+        require_finite(_total(loss), parameters)
 
     def _named(self, found):
         return [(parameter_name(name, self.program.pyro_name), parameter) for name, parameter in found]
@@ -427,7 +445,9 @@ class FastStep(ELBOStep):
 
     def _add_new_parameters(self) -> None:
         """Parameters that entered Pyro's store during this update and received a gradient join the optimizer, in
-        groups by their ``lr_factors`` factor (with the schedule's current factor)."""
+        groups by their ``lr_factors`` factor (with the schedule's current factor). Those that entered between this
+        step's updates are another program's (two models trained in turns in one process) and stay out: the store's
+        size is read again before each update."""
         store = pyro.get_param_store()
         known = set(self.names)
         for name in list(store.keys()):
@@ -460,10 +480,199 @@ class FastStep(ELBOStep):
         self.waiting = None
 
 
+class GraphFallbackWarning(UserWarning):
+    """The compiled tier gave way to the fast path for the rest of the run (the message says why)."""
+
+
+class GraphStep(FastStep):
+    """The compiled tier of the fast path: after the first update (the fast path's, guarded), each batch shape's loss
+    is traced once into a graph of torch operations (:mod:`ppl_vae.graphs`) whose inputs are the live parameters;
+    every later update runs that graph eagerly (autograd records it as usual), calls ``backward`` and takes the one
+    optimizer step, without running the Pyro programs.
+
+    Safety: the first :attr:`checks` batches of each shape take the fast path's update *and* run the graph from the
+    same RNG state; the graph must give the same loss and gradients (to :func:`_tolerance`) and leave torch's
+    generator where the programs left it, and the programs must not have drawn from Python's ``random`` or NumPy (a
+    graph would replay the traced draws). When a check fails, tracing fails (``.item()``, data-dependent shapes, a
+    score-function site) or a parameter first appears after the first update, the step keeps the fast path for the
+    rest of the run and says why once (:class:`GraphFallbackWarning`; attribute :attr:`off`). The checked updates
+    are the fast path's own (its gradients and RNG state are kept), so a check changes no number. Objectives that
+    :func:`ppl_vae.graphs.compilable` does not cover take the fast path silently under ``auto``; ``--path graph``
+    refuses them.
+
+    What the checks cannot see: a program whose structure changes on a rare batch (a branch on a tensor's value
+    taken after the checked batches) would run the traced structure. One graph is kept per set of argument shapes
+    (the short last batch of an epoch gets its own); ``step.loss`` (the KL lab) runs the programs as before.
+    """
+
+    checks = 2
+    """Batches of each shape on which the graph is compared with the fast path before it takes over."""
+
+    def __init__(self, program: UserProgram, config: TrainConfig, make_elbo, **options):
+        super().__init__(program, config, make_elbo, **options)
+        self.graphs: dict[tuple, CompiledLoss] = {}
+        self.parameters: list[torch.Tensor] = []  # the graph inputs: the optimizer's parameters, in its order
+        self.off: str | None = None  # why the graph tier is off for this run (None: on)
+
+    def prepare(self, x: torch.Tensor, *args) -> None:
+        built = self.elbo is not None
+        super().prepare(x, *args)
+        if built:
+            return
+        reason = compilable(self.elbo)
+        if reason is not None:
+            if self.config.path == "graph":
+                raise InputError(f"--path graph compiles --elbo trace, stl and iwae; {reason}: use --path auto or fast")
+            self.off = reason
+
+    def _loss_and_grads(self, arguments: tuple):
+        if self.off is not None:
+            return super()._loss_and_grads(arguments)
+        try:
+            key = _graph_key(arguments)
+        except NotCompiled as error:
+            self._turn_off(str(error))
+            return super()._loss_and_grads(arguments)
+        compiled = self.graphs.get(key)
+        if compiled is not None and compiled.checked >= self.checks:
+            self.optimizer.zero_grad(set_to_none=True)
+            return compiled(self._inputs(arguments))
+        return self._checked_update(key, compiled, arguments)
+
+    def _inputs(self, arguments: tuple) -> list[torch.Tensor]:
+        return [*self.parameters, *(argument for argument in arguments if isinstance(argument, torch.Tensor))]
+
+    def _checked_update(self, key: tuple, compiled: CompiledLoss | None, arguments: tuple):
+        """The fast path's update, and the graph of ``key`` (traced now when ``compiled`` is None) run from the same
+        RNG state and compared with it; the fast path's gradients and RNG state are kept."""
+        device = arguments[0].device
+        if not self.parameters:
+            self.parameters = [parameter for group in self.optimizer.param_groups for parameter in group["params"]]
+        before, outside = _torch_rng(device), (random.getstate(), np.random.get_state())
+        count = len(self.names)
+        loss = super()._loss_and_grads(arguments)
+        if not math.isfinite(_total(loss)):  # the step refuses this update; the check waits for a finite batch
+            return loss
+        if len(self.names) != count:
+            self._turn_off("a parameter first appeared after the first update: the programs' parameters change")
+            return loss
+        after, gradients = _torch_rng(device), [parameter.grad for parameter in self.parameters]
+        outside = (outside, (random.getstate(), np.random.get_state()))  # before and after the fast path's update
+        problem, covered = None, True
+        try:
+            if compiled is None:
+                compiled = compile_loss(self.elbo, self.model, self.guide, self.parameters, arguments)
+                self.graphs[key] = compiled
+            _set_torch_rng(before, device)
+            self.optimizer.zero_grad(set_to_none=True)
+            graph_loss = compiled(self._inputs(arguments))
+            problem = _disagreement(
+                (loss, gradients, after, outside),
+                (graph_loss, [parameter.grad for parameter in self.parameters], _torch_rng(device)),
+            )
+        except NotCompiled as error:
+            problem, covered = str(error), not isinstance(error, NotCovered)
+        except Exception as error:  # running the graph failed: the fast path carries on
+            problem = f"running the traced graph failed: {type(error).__name__}: {error}"
+        finally:
+            for parameter, gradient in zip(self.parameters, gradients, strict=True):
+                parameter.grad = gradient
+            _set_torch_rng(after, device)
+            random.setstate(outside[1][0])  # tracing ran the programs: their Python and NumPy draws are undone
+            np.random.set_state(outside[1][1])
+        if problem is not None:
+            self._turn_off(problem, warn=covered or self.config.path == "graph")
+        else:
+            compiled.checked += 1
+        return loss
+
+    def _turn_off(self, reason: str, warn: bool = True) -> None:
+        """The fast path for the rest of the run; a warning unless the programs are merely outside what the tier
+        covers (a score-function site) under ``auto``, which then takes the fast path as for ``meanfield``."""
+        self.off = reason
+        self.graphs.clear()
+        if not warn:
+            return
+        warnings.warn(
+            f"the compiled training tier is off for this run ({reason}); training continues on the fast path "
+            "(--path fast), whose updates the checked ones already were",
+            GraphFallbackWarning,
+            stacklevel=2,
+        )
+
+
+def _total(loss) -> float:
+    """An update's loss as one number (an ELBO's ``loss_and_grads`` may return a tuple of terms)."""
+    return sum(map(torch_item, loss)) if isinstance(loss, tuple) else torch_item(loss)
+
+
+def _graph_key(arguments: tuple) -> tuple:
+    """What a graph is traced for: each tensor argument's shape, dtype, device and ``requires_grad``, and every other
+    argument's value (a constant of the graph)."""
+    key = tuple(
+        (tuple(argument.shape), argument.dtype, argument.device, argument.requires_grad)
+        if isinstance(argument, torch.Tensor)
+        else ("value", argument)
+        for argument in arguments
+    )
+    try:
+        hash(key)
+    except TypeError:
+        raise NotCompiled("an argument of the programs is neither a tensor nor hashable") from None
+    return key
+
+
+def _torch_rng(device: torch.device) -> tuple:
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def _set_torch_rng(state: tuple, device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+def _tolerance(dtype: torch.dtype) -> float:
+    """Relative agreement required between the graph and the fast path: 1000 units in the last place of ``dtype``
+    (1.2e-4 in float32, 2.2e-13 in float64); the graph runs the same operations, so they usually agree exactly."""
+    return 1000 * torch.finfo(dtype).eps
+
+
+def _disagreement(fast: tuple, graph: tuple) -> str | None:
+    """Why the graph's ``(loss, gradients, torch RNG state)`` differ from the fast path's ``(loss, gradients, torch
+    RNG state, the (Python, NumPy) RNG states before and after)``, or ``None``."""
+    loss, gradients, rng, (before, after) = fast
+    graph_loss, graph_gradients, graph_rng = graph
+    if before[0] != after[0] or not _same_numpy_state(before[1], after[1]):
+        return "the programs draw from Python's random or NumPy, which a graph would replay unchanged"
+    if not all(torch.equal(a, b) for a, b in zip(rng, graph_rng, strict=True) if a is not None):
+        return "the traced graph draws differently from the programs (their randomness depends on the data)"
+    tolerance = (
+        _tolerance(next(g for g in gradients if g is not None).dtype)
+        if any(g is not None for g in gradients)
+        else 1e-12
+    )
+    if not math.isclose(loss, graph_loss, rel_tol=tolerance, abs_tol=tolerance):
+        return f"the traced graph's loss {graph_loss} differs from the programs' {loss}"
+    for number, (a, b) in enumerate(zip(gradients, graph_gradients, strict=True)):
+        if (a is None) != (b is None):
+            return f"the traced graph's gradients reach other parameters than the programs' (parameter {number})"
+        if a is not None:
+            scale = tolerance * max(a.abs().max().item(), b.abs().max().item(), 1e-30)
+            if not torch.allclose(a, b, rtol=tolerance, atol=scale):
+                return f"the traced graph's gradients differ from the programs' (parameter {number})"
+    return None
+
+
+def _same_numpy_state(a: tuple, b: tuple) -> bool:
+    return a[0] == b[0] and np.array_equal(a[1], b[1]) and tuple(a[2:]) == tuple(b[2:])
+
+
 def elbo_step(program: UserProgram, config: TrainConfig, make_elbo, **options) -> ELBOStep:
-    """The training step of a Pyro objective on the path ``config.path`` names: :class:`FastStep` for ``fast`` and
-    ``auto`` (every Pyro ELBO has the ``loss_and_grads`` it runs), :class:`SVIStep` for ``plain``."""
-    kind = SVIStep if config.path == "plain" else FastStep
+    """The training step of a Pyro objective on the path ``config.path`` names: :class:`GraphStep` for ``graph``
+    and ``auto`` (the fast path where the objective or the programs are not compiled), :class:`FastStep` for
+    ``fast`` (every Pyro ELBO has the ``loss_and_grads`` it runs), :class:`SVIStep` for ``plain``."""
+    kind = {"plain": SVIStep, "fast": FastStep}.get(config.path, GraphStep)
     return kind(program, config, make_elbo, **options)
 
 

@@ -92,8 +92,8 @@ class TensorBoardLog:
                 scalars[f"elbo/{key[: -len('_elbo')]}"] = record[key]
                 scalars[f"elbo/{key[: -len('_elbo')]}_se"] = record[f"{key}_se"]
         scalars["beta_t"] = record.get("latent_scale", self.train.beta)
-        steps = max(self.backward_calls.values(), default=0)
-        scalars["learning_rate"] = self._learning_rate(self.steps_before + steps)
+        steps = max(self.backward_calls.values(), default=0)  # backward passes (a checked update has two)
+        scalars["learning_rate"] = self._learning_rate(self.steps_before + record["updates"])
         if steps:
             for module, total in self.squared.items():
                 scalars[f"grad_norm/{module}"] = math.sqrt(total / steps)
@@ -102,7 +102,7 @@ class TensorBoardLog:
             self.writer.add_scalar(tag, value, epoch)
         self._images(epoch)
         self.writer.flush()
-        self.steps_before += steps
+        self.steps_before += record["updates"]
         self.squared, self.backward_calls = {}, {}
 
     def _learning_rate(self, steps_done: int) -> float:

@@ -13,16 +13,17 @@ DataLoader), binarizes them afresh for a binary likelihood, and calls the traini
 (:mod:`ppl_vae.guards`): a parameter that would never train stops the run with an error naming it. The history has one
 record per epoch, in nats per example (higher is better)::
 
-    {"epoch": 3, "train_elbo": -28.1, "test_elbo": -28.9, "test_elbo_se": 0.4, "seconds": 0.8}
+    {"epoch": 3, "train_elbo": -28.1, "test_elbo": -28.9, "test_elbo_se": 0.4, "seconds": 0.8, "updates": 24}
 
 With ``val_fraction > 0`` a validation set is held out of the training set (:func:`ppl_vae.data.validation_split`)
 and the record has ``val_elbo``, ``val_elbo_se`` instead of ``test_elbo``, ``test_elbo_se``: the test set is left
 for the one evaluation after training.
 
-``train_elbo`` is the average of the minibatch objectives during the epoch (its estimator, e.g. Monte Carlo KL; the
-IWAE bound for ``iwae``; the β_t-weighted objective with ``beta``/``anneal``, whose last ``β_t`` of the epoch is
-recorded as ``latent_scale``); ``test_elbo`` is :func:`ppl_vae.evaluate.elbo` on the test set with
-``eval_particles`` samples, after the epoch (always the plain ELBO, of ``log p(x | y)`` for a conditional model).
+``train_elbo`` is the average of the minibatch objectives during the epoch (its estimator, e.g. Monte Carlo KL; the IWAE
+bound for ``iwae``; the β_t-weighted objective with ``beta``/``anneal``, whose last ``β_t`` of the epoch is recorded as
+``latent_scale``); ``test_elbo`` is :func:`ppl_vae.evaluate.elbo` on the test set with ``eval_particles`` samples, after
+the epoch (always the plain ELBO, of ``log p(x | y)`` for a conditional model). ``updates`` counts the optimizer steps
+the epoch applied (minibatches less the steps ``on_nan='skip'`` dropped).
 
 With ``run_dir`` a checkpoint (weights, optimizer and schedule state, every RNG's whole state, history, the schedule's
 horizon, the training config) is written atomically after every epoch, and ``resume=True`` continues from it with the
@@ -198,6 +199,7 @@ def fit(
                 "epoch": epoch,
                 "train_elbo": -(epoch_state.total * x_train.shape[0] / epoch_state.seen) / x_train.shape[0],
                 "seconds": epoch_state.seconds,
+                "updates": len(epoch_state.batches) - epoch_state.nan_skips,
             }
             if step.latent_scaled:
                 record["latent_scale"] = epoch_state.scale

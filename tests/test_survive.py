@@ -97,8 +97,9 @@ def test_a_signal_mid_epoch_leaves_a_checkpoint_that_resumes_to_the_uninterrupte
     digits, small_config, tmp_path, monkeypatch
 ):
     """SIGINT at step 30 (epoch 2, step 7): the step finishes, a checkpoint part-way through the epoch is written and
-    Interrupted raised; the resumed run has the uninterrupted run's history, weights and every RNG's next draws."""
-    config = TrainConfig(epochs=3, eval_particles=2)
+    Interrupted raised; the resumed run has the uninterrupted run's history, weights and every RNG's next draws.
+    (The program draws from Python's random and NumPy, which the compiled tier refuses with a warning: fast path.)"""
+    config = TrainConfig(epochs=3, eval_particles=2, path="fast")
     vae, program = noisy_program(small_config)
     straight = fit(program, digits, config, run_dir=tmp_path / "straight", progress=False)
     expected = draws(load_checkpoint(tmp_path / "straight" / "checkpoint.pt")["rng"]["generator"])
@@ -295,7 +296,7 @@ def test_a_run_that_diverges_while_finite_stops_instead_of_reporting_a_result(di
     vae = VAE(dataclasses.replace(small_config, scale_param="softplus"))
     with pytest.raises(Diverged, match=r"training diverged: test ELBO -\d.*e\+\d+ nats per example at epoch 1, far"):
         fit(vae, digits, TrainConfig(epochs=2, lr=1e4), progress=False)
-    assert divergence_threshold(-44.0) == -88.0 and divergence_threshold(0.5) == -0.5
+    assert divergence_threshold(-44.0) == -440.0 and divergence_threshold(0.5) == -8.5
 
 
 def test_ctrl_c_in_evaluate_is_one_line(tmp_path, capsys, monkeypatch):
