@@ -51,6 +51,13 @@ def _add_evaluation_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--eval-particles", type=int, default=DEFAULTS_EVAL.num_particles, help="samples per test example for the ELBO"
     )
+    parser.add_argument(
+        "--eval-memory-mb",
+        type=float,
+        default=DEFAULTS_EVAL.memory_mb,
+        help="memory budget of one vectorized pass of importance samples, MB; sets the samples per pass from the "
+        "measured bytes of one (default: at most 2^24 samples x examples x pixels)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -262,7 +269,7 @@ def _config_from_args(args) -> RunConfig:
         eval_every=args.eval_every,
     )
     check_train(train)
-    evaluation = EvalConfig(k=args.k, num_particles=args.eval_particles)
+    evaluation = EvalConfig(k=args.k, num_particles=args.eval_particles, memory_mb=args.eval_memory_mb)
     options = {name: getattr(args, name) for name in MODEL_FIELDS if getattr(args, name) is not None}
     if args.program is not None:
         given = [f"--{name.replace('_', '-')}" for name in options] + ["--conditional"] * args.conditional
@@ -318,7 +325,7 @@ def command_evaluate(args) -> None:
     from ppl_vae.report import format_table
     from ppl_vae.run import evaluate_run
 
-    evaluation = EvalConfig(k=args.k, num_particles=args.eval_particles)
+    evaluation = EvalConfig(k=args.k, num_particles=args.eval_particles, memory_mb=args.eval_memory_mb)
     report = ReportConfig(gap_examples=args.gap_examples, gap_steps=args.gap_steps, draws=args.draws)
     metrics = evaluate_run(
         args.run_dir, evaluation, device=args.device, report=report, trust_program=args.trust_program
@@ -411,6 +418,9 @@ def print_metrics(metrics: dict) -> None:
     if "train_elbo" in metrics:
         cells.append(["train ELBO (last epoch)", f"{metrics['train_elbo']:.3f}", ""])
     print(table(["metric", "nats per example", "std. error"], cells, style="terminal"))
+    if metrics.get("eval_examples_per_second") is not None:
+        speed = metrics["eval_examples_per_second"]
+        print(f"log p(x) evaluation: {speed:.1f} test examples per second (k={metrics['k']})")
 
 
 def main(argv: list[str] | None = None) -> int:

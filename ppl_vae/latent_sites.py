@@ -269,7 +269,7 @@ class DrawSums:
     def standard_error(self) -> torch.Tensor:
         """``(U,)``: the Monte Carlo standard error of ``mean().mean(0)``, ``sqrt(sum_i Var_s / k) / N``."""
         if self.count < 2:
-            return torch.zeros(self.sums[0].shape[-1], dtype=torch.float64)
+            return torch.zeros(self.sums[0].shape[-1], dtype=torch.float64, device=self.sums[0].device)
         sums, squares = torch.cat(self.sums), torch.cat(self.squares)
         variance = ((squares - sums.pow(2) / self.count) / (self.count - 1)).clamp(min=0.0)
         return (variance.sum(0) / self.count).sqrt() / sums.shape[0]
@@ -283,7 +283,7 @@ def site_usage(plan: SitePlan, kl: DrawSums, kl_total: DrawSums, means: DrawSums
     activity = None
     if plan.continuous:
         per_example = means.mean()
-        activity = per_example.var(0) if per_example.shape[0] > 1 else torch.zeros(per_example.shape[1])
+        activity = per_example.var(0) if per_example.shape[0] > 1 else per_example.new_zeros(per_example.shape[1])
     return SiteUsage(
         kl_per_dim=kl_per_dim.cpu(),
         kl_per_dim_se=torch.zeros_like(kl_per_dim).cpu() if exact else kl.standard_error().cpu(),
