@@ -53,6 +53,13 @@ def _add_evaluation_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--eval-particles", type=int, default=DEFAULTS_EVAL.num_particles, help="samples per test example for the ELBO"
     )
+    parser.add_argument(
+        "--eval-memory-mb",
+        type=float,
+        default=DEFAULTS_EVAL.memory_mb,
+        help="memory budget of one vectorized pass of importance samples, MB; sets the samples per pass from the "
+        "measured bytes of one (default: at most 2^24 samples x examples x pixels)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -346,7 +353,7 @@ def _config_from_args(args) -> RunConfig:
         max_nan_skips=args.max_nan_skips,
     )
     check_train(train)
-    evaluation = EvalConfig(k=args.k, num_particles=args.eval_particles)
+    evaluation = EvalConfig(k=args.k, num_particles=args.eval_particles, memory_mb=args.eval_memory_mb)
     options = {name: getattr(args, name) for name in MODEL_FIELDS if getattr(args, name) is not None}
     if args.program is not None:
         given = [f"--{name.replace('_', '-')}" for name in options] + ["--conditional"] * args.conditional
@@ -482,7 +489,7 @@ def command_evaluate(args) -> None:
     from ppl_vae.report import format_table
     from ppl_vae.run import evaluate_run
 
-    evaluation = EvalConfig(k=args.k, num_particles=args.eval_particles)
+    evaluation = EvalConfig(k=args.k, num_particles=args.eval_particles, memory_mb=args.eval_memory_mb)
     report = ReportConfig(gap_examples=args.gap_examples, gap_steps=args.gap_steps, draws=args.draws)
     metrics = evaluate_run(
         args.run_dir, evaluation, device=args.device, report=report, trust_program=args.trust_program
@@ -635,6 +642,10 @@ def print_metrics(metrics: dict) -> None:
     accuracies = [name for name in ACCURACY_KEYS if metrics.get(name) is not None]
     if accuracies:
         print(", ".join(f"{name.replace('_', ' ')} {100 * metrics[name]:.1f} %" for name in accuracies))
+
+    if metrics.get("eval_examples_per_second") is not None:
+        speed = metrics["eval_examples_per_second"]
+        print(f"log p(x) evaluation: {speed:.1f} test examples per second (k={metrics['k']})")
 
 
 ACCURACY_KEYS = ("test_accuracy", "bayes_accuracy", "baseline_accuracy", "clustering_accuracy")

@@ -62,8 +62,19 @@ RESULTS = (
 )
 """The estimates every run has, with their standard errors under ``<key>_se``; nats per example."""
 
-METRICS_NOT_RESULTS = {"conditional", "k", "elbo_particles", "epochs", "seconds", "history", "figures_skipped"}
-"""Keys of ``metrics.json`` that are settings, bookkeeping or not numbers: no column of their own."""
+METRICS_NOT_RESULTS = {
+    "conditional",
+    "k",
+    "elbo_particles",
+    "epochs",
+    "seconds",
+    "history",
+    "figures_skipped",
+    "eval_memory_mb",
+    "eval_examples_per_second",
+}
+"""Keys of ``metrics.json`` that are settings, bookkeeping, speed of the machine or not numbers: no column of their
+own (``seconds`` has its fixed place at the end)."""
 
 MAX_SETTING_COLUMNS = 4
 """Up to this many differing settings get a Markdown column each; more are written as ``key=value`` in one column."""

@@ -385,14 +385,27 @@ def _lr_factors(value: Any) -> tuple[tuple[str, float], ...]:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Final evaluation: ``k`` importance samples per example for log p(x), ``num_particles`` for the test ELBO."""
+    """Final evaluation: ``k`` importance samples per example for log p(x), ``num_particles`` for the test ELBO;
+    ``memory_mb``: the memory budget of one vectorized pass of samples, MB (10^6 bytes; ``None``: at most 2^24
+    values of ``samples x examples x pixels``), see :mod:`ppl_vae.eval_memory`."""
 
     k: int = 1000
     num_particles: int = 100
+    memory_mb: float | None = None
 
     def __post_init__(self):
         require_int(self.k, "--k")
         require_int(self.num_particles, "--eval-particles")
+        if self.memory_mb is not None:
+            check_memory_mb(self.memory_mb)
+
+
+def check_memory_mb(memory_mb: Any) -> None:
+    """A memory budget is a positive, finite number of MB."""
+    require(
+        _is_number(memory_mb) and math.isfinite(memory_mb) and memory_mb > 0,
+        f"--eval-memory-mb {memory_mb!r}: expected a positive number of megabytes, e.g. 256",
+    )
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from ppl_vae.errors import InputError
-from ppl_vae.evaluate import MAX_ELEMENTS, Estimate, inspected_batches, sample_chunks
+from ppl_vae.evaluate import MAX_ELEMENTS, Estimate, planned_batches
 from ppl_vae.latent_sites import (
     ACTIVE_UNIT_THRESHOLD,
     COLLAPSE_KL,
@@ -227,6 +227,7 @@ def diagnose(
     args: Sequence = (),
     y: torch.Tensor | None = None,
     data_plate: str | None = None,
+    memory_mb: float | None = None,
 ) -> Diagnostics:
     """Importance-sampling and latent-code diagnostics of ``guide`` as a proposal for ``model`` on ``x`` ``(N, ...)``.
 
@@ -237,10 +238,12 @@ def diagnose(
 
     ``args``: the programs' extra arguments (``model(x, *args)``); ``y=`` is the older spelling of ``args=(y,)``
     (labels of a conditional model: the numbers are then of ``log p(x | y)``). ``data_plate``: the plate over the
-    examples, when the programs have several of ``N``.
+    examples, when the programs have several of ``N``. ``memory_mb``: a budget in MB for one pass of samples instead
+    of ``max_elements`` (see :func:`ppl_vae.evaluate.planned_batches`).
     """
     check_samples(k)
-    raw, latent_sites = _draw(model, guide, x, k, batch_size, max_elements, program_args(x, args, y), data_plate)
+    chunking = (max_elements, memory_mb)
+    raw, latent_sites = _draw(model, guide, x, k, batch_size, chunking, program_args(x, args, y), data_plate)
     weights = raw.double()
     log_likelihood = torch.logsumexp(weights, dim=-1) - math.log(k)
     elbo = weights.mean(-1)
@@ -266,20 +269,23 @@ def latent_usage(
     args: Sequence = (),
     y: torch.Tensor | None = None,
     data_plate: str | None = None,
+    memory_mb: float | None = None,
 ) -> dict[str, SiteUsage]:
     """Only :attr:`Diagnostics.latent_sites` of :func:`diagnose` (the same draws, the same numbers for the same seed),
     without the importance-sampling summaries (and without importing ArviZ): site name ->
     :class:`~ppl_vae.latent_sites.SiteUsage`, in the guide's order. ``k`` draws per example, at least 1."""
     if k < 1:
         raise InputError(f"k {k}: expected an integer >= 1")
-    return _draw(model, guide, x, k, batch_size, max_elements, program_args(x, args, y), data_plate)[1]
+    chunking = (max_elements, memory_mb)
+    return _draw(model, guide, x, k, batch_size, chunking, program_args(x, args, y), data_plate)[1]
 
 
 def _draw(
-    model, guide, x: torch.Tensor, k: int, batch_size: int, max_elements: int, args: tuple, data_plate
+    model, guide, x: torch.Tensor, k: int, batch_size: int, chunking: tuple, args: tuple, data_plate
 ) -> tuple[torch.Tensor, dict[str, SiteUsage]]:
-    """The ``(N, k)`` log importance weights of :func:`diagnose` and each latent site's usage, from the same draws."""
-    batches, sites = inspected_batches(model, guide, x, args, batch_size, data_plate)
+    """The ``(N, k)`` log importance weights of :func:`diagnose` and each latent site's usage, from the same draws;
+    ``chunking``: ``(max_elements, memory_mb)`` of the passes."""
+    batches, sites, passes = planned_batches(model, guide, x, args, batch_size, data_plate, *chunking)
     plans, log_weights = None, []
     kl = {name: DrawSums() for name in sites.latent}
     kl_total = {name: DrawSums() for name in sites.latent}
@@ -295,7 +301,7 @@ def _draw(
 
     for batch, (xb, argsb) in enumerate(batches):
         chunks = []
-        for size in sample_chunks(xb, k, max_elements):
+        for size in passes.sizes(xb, k):
             guide_trace, model_trace, _ = importance_traces(model, guide, xb, size, *argsb, sites=sites)
             chunks.append(trace_log_weights(guide_trace, model_trace, sites))
             if plans is None:

@@ -29,6 +29,7 @@ import torch
 
 from ppl_vae.data import Dataset, binarize_fixed
 from ppl_vae.errors import InputError
+from ppl_vae.eval_memory import ChunkPlan
 from ppl_vae.programs import (
     ProgramSites,
     UserProgram,
@@ -81,16 +82,13 @@ def program_test_set(program: UserProgram, data: Dataset) -> tuple[torch.Tensor,
 def sample_chunks(x: torch.Tensor, num_samples: int, max_elements: int = MAX_ELEMENTS) -> Iterator[int]:
     """Sizes that add up to ``num_samples``, each with ``size x B x D <= max_elements`` (at least 1) for ``x``
     ``(B, D)``."""
-    per_sample = max(1, x.shape[0] * max(1, x[0].numel()))
-    chunk = max(1, min(num_samples, max_elements // per_sample))
-    for start in range(0, num_samples, chunk):
-        yield min(chunk, num_samples - start)
+    return ChunkPlan(max_elements).sizes(x, num_samples)
 
 
 def _chunked_log_weights(
-    model, guide, x, args: tuple, num_samples: int, max_elements: int, sites: ProgramSites
+    model, guide, x, args: tuple, num_samples: int, plan: ChunkPlan, sites: ProgramSites
 ) -> Iterator[torch.Tensor]:
-    for size in sample_chunks(x, num_samples, max_elements):
+    for size in plan.sizes(x, num_samples):
         yield log_importance_weights(model, guide, x, size, args=args, sites=sites)
 
 
@@ -104,11 +102,44 @@ def inspected_batches(
     return batches, inspect_programs(model, guide, batches[0][0], *batches[0][1], data_plate=data_plate)
 
 
-def per_example(reduce, model, guide, x: torch.Tensor, args: tuple, batch_size: int, data_plate=None) -> torch.Tensor:
-    """``reduce(model, guide, x_batch, args_batch, sites)`` over the :func:`inspected_batches` of ``batch_size``
-    examples, concatenated: ``(N,)``."""
+def planned_batches(
+    model,
+    guide,
+    x: torch.Tensor,
+    args: tuple,
+    batch_size: int,
+    data_plate=None,
+    max_elements: int = MAX_ELEMENTS,
+    memory_mb: float | None = None,
+) -> tuple[list[tuple[torch.Tensor, tuple]], ProgramSites, ChunkPlan]:
+    """:func:`inspected_batches` and the :class:`~ppl_vae.eval_memory.ChunkPlan` of their passes: ``max_elements``
+    values per pass, or with ``memory_mb`` the samples that the budget allows by the measured bytes of a pass of the
+    first batch (whose examples are then fewer than ``batch_size`` only when one sample of ``batch_size`` examples
+    exceeds the budget). The draws do not depend on the plan: the same seed gives the same numbers for any budget
+    that keeps the examples per batch, up to the rounding of the running sums."""
     batches, sites = inspected_batches(model, guide, x, args, batch_size, data_plate)
-    return torch.cat([reduce(model, guide, xb, argsb, sites) for xb, argsb in batches])
+    plan = ChunkPlan.measure(model, guide, *batches[0], sites, memory_mb, max_elements)
+    fitting = plan.examples_per_batch(batches[0][0].shape[0])
+    if fitting < batches[0][0].shape[0]:
+        batches = list(example_batches(x, args, fitting))
+    return batches, sites, plan
+
+
+def per_example(
+    reduce,
+    model,
+    guide,
+    x: torch.Tensor,
+    args: tuple,
+    batch_size: int,
+    data_plate=None,
+    max_elements: int = MAX_ELEMENTS,
+    memory_mb: float | None = None,
+) -> torch.Tensor:
+    """``reduce(model, guide, x_batch, args_batch, sites, plan)`` over the :func:`planned_batches` of ``batch_size``
+    examples, concatenated: ``(N,)``."""
+    batches, sites, plan = planned_batches(model, guide, x, args, batch_size, data_plate, max_elements, memory_mb)
+    return torch.cat([reduce(model, guide, xb, argsb, sites, plan) for xb, argsb in batches])
 
 
 def check_extra_args(x: torch.Tensor, args: tuple) -> None:
@@ -133,15 +164,17 @@ def log_weights_per_example(
     y: torch.Tensor | None = None,
     args: Sequence = (),
     data_plate: str | None = None,
+    memory_mb: float | None = None,
 ) -> torch.Tensor:
     """All ``k`` log importance weights of every example, ``(N, k)``, nats; the draws and chunks are those of
     :func:`iwae_log_likelihood` (same seed, same numbers). Holds ``N x k`` values: for diagnostics that need every
     weight of an example (effective sample size, Pareto k-hat), not for the IWAE mean, which needs one chunk."""
 
-    def reduce(model, guide, xb, argsb, sites):
-        return torch.cat(list(_chunked_log_weights(model, guide, xb, argsb, k, max_elements, sites)), dim=0).T
+    def reduce(model, guide, xb, argsb, sites, plan):
+        return torch.cat(list(_chunked_log_weights(model, guide, xb, argsb, k, plan, sites)), dim=0).T
 
-    return per_example(reduce, model, guide, x, program_args(x, args, y), batch_size, data_plate)
+    args = program_args(x, args, y)
+    return per_example(reduce, model, guide, x, args, batch_size, data_plate, max_elements, memory_mb)
 
 
 def elbo(
@@ -155,20 +188,26 @@ def elbo(
     y: torch.Tensor | None = None,
     args: Sequence = (),
     data_plate: str | None = None,
+    memory_mb: float | None = None,
 ) -> Estimate:
     """Per-example ELBO, ``mean_s log w_s(x)`` over ``num_particles`` samples, nats per example.
 
     ``x`` is ``(N, ...)``; examples are processed ``batch_size`` at a time and samples in chunks of bounded memory.
     ``args``: the programs' extra arguments (``model(x, *args)``); ``y=`` is the older spelling of ``args=(y,)``
     (labels of a conditional model: the bound is then on ``log p(x | y)``). ``data_plate``: the plate over the
-    examples, when the programs have several of ``N`` (found from a trace otherwise).
+    examples, when the programs have several of ``N`` (found from a trace otherwise). ``memory_mb``: a budget in MB
+    (10^6 bytes) for one pass of samples, instead of ``max_elements`` (see :func:`planned_batches`; the same seed gives
+    the same numbers for any budget, up to rounding).
     """
 
-    def reduce(model, guide, xb, argsb, sites):
-        chunks = _chunked_log_weights(model, guide, xb, argsb, num_particles, max_elements, sites)
+    def reduce(model, guide, xb, argsb, sites, plan):
+        chunks = _chunked_log_weights(model, guide, xb, argsb, num_particles, plan, sites)
         return sum(lw.sum(0) for lw in chunks) / num_particles
 
-    return Estimate.from_values(per_example(reduce, model, guide, x, program_args(x, args, y), batch_size, data_plate))
+    args = program_args(x, args, y)
+    return Estimate.from_values(
+        per_example(reduce, model, guide, x, args, batch_size, data_plate, max_elements, memory_mb)
+    )
 
 
 def iwae_log_likelihood(
@@ -182,19 +221,24 @@ def iwae_log_likelihood(
     y: torch.Tensor | None = None,
     args: Sequence = (),
     data_plate: str | None = None,
+    memory_mb: float | None = None,
 ) -> Estimate:
     """Importance-weighted estimate of log p(x) with ``k`` samples per example (the IWAE bound), nats per example.
 
     ``log (1/k) sum_s w_s``, accumulated with a running ``logsumexp`` over chunks, so ``k = 5000`` needs no more memory
     than one chunk. At ``k = 1`` it is the single-sample ELBO; its expectation grows with ``k`` towards log p(x).
-    ``args``, ``y``, ``data_plate``: as in :func:`elbo` (with labels the estimate is of ``log p(x | y)``).
+    ``args``, ``y``, ``data_plate``, ``memory_mb``: as in :func:`elbo` (with labels the estimate is of
+    ``log p(x | y)``).
     """
 
-    def reduce(model, guide, xb, argsb, sites):
+    def reduce(model, guide, xb, argsb, sites, plan):
         running = None  # follows the log weights' dtype and device, not x's (x may hold integers)
-        for lw in _chunked_log_weights(model, guide, xb, argsb, k, max_elements, sites):
+        for lw in _chunked_log_weights(model, guide, xb, argsb, k, plan, sites):
             chunk = torch.logsumexp(lw, dim=0)
             running = chunk if running is None else torch.logaddexp(running, chunk)
         return running - math.log(k)
 
-    return Estimate.from_values(per_example(reduce, model, guide, x, program_args(x, args, y), batch_size, data_plate))
+    args = program_args(x, args, y)
+    return Estimate.from_values(
+        per_example(reduce, model, guide, x, args, batch_size, data_plate, max_elements, memory_mb)
+    )

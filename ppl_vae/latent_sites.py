@@ -270,7 +270,7 @@ class DrawSums:
     def standard_error(self) -> torch.Tensor:
         """``(U,)``: the Monte Carlo standard error of ``mean().mean(0)``, ``sqrt(sum_i Var_s / k) / N``."""
         if self.count < 2:
-            return torch.zeros(self.sums[0].shape[-1], dtype=torch.float64)
+            return torch.zeros(self.sums[0].shape[-1], dtype=torch.float64, device=self.sums[0].device)
         sums, squares = torch.cat(self.sums), torch.cat(self.squares)
         variance = ((squares - sums.pow(2) / self.count) / (self.count - 1)).clamp(min=0.0)
         return (variance.sum(0) / self.count).sqrt() / sums.shape[0]

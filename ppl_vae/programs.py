@@ -398,8 +398,9 @@ def site_log_prob(site: dict, sites: ProgramSites, shape: tuple[int, int]) -> to
     """One site's log-density per sample and example, ``shape`` = ``(S, B)``, nats: the site's ``log_prob`` times its
     mask (not its scale), summed over every plate nested in the data plate."""
     log_prob = scale_and_mask(site["fn"].log_prob(site["value"]), mask=site["mask"])
-    if not isinstance(log_prob, torch.Tensor):
-        log_prob = torch.as_tensor(log_prob)
+    if not isinstance(log_prob, torch.Tensor):  # a log-density that is the number 0, on the site's device
+        value = site["value"]
+        log_prob = torch.as_tensor(log_prob, device=value.device if isinstance(value, torch.Tensor) else None)
     log_prob = site_layout(log_prob, 0, site["name"], sites)
     if log_prob.dim() > 2:
         log_prob = log_prob.sum(tuple(range(2, log_prob.dim())))
@@ -407,12 +408,16 @@ def site_log_prob(site: dict, sites: ProgramSites, shape: tuple[int, int]) -> to
 
 
 def trace_log_prob(trace, sites: ProgramSites, shape: tuple[int, int], names: Sequence[str] | None = None):
-    """The sum of :func:`site_log_prob` over the random sites of ``trace`` (or the sites ``names``): ``(S, B)``."""
-    total = torch.zeros(shape, dtype=torch.get_default_dtype())
+    """The sum of :func:`site_log_prob` over the random sites of ``trace`` (or the sites ``names``): ``(S, B)``, on
+    the sites' device, in their dtype (zeros in the default dtype on the trace's device when no site is summed)."""
+    total = None
     for name, site in trace.nodes.items():
         if is_random_site(site) and (names is None or name in names):
             log_prob = site_log_prob(site, sites, shape)
-            total = total.to(log_prob) + log_prob  # follows the sites' device and dtype
+            total = log_prob.contiguous() if total is None else total + log_prob
+    if total is None:
+        values = [site["value"] for site in trace.nodes.values() if isinstance(site.get("value"), torch.Tensor)]
+        return torch.zeros(shape, dtype=torch.get_default_dtype(), device=values[0].device if values else None)
     return total
 
 

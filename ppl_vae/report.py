@@ -17,10 +17,10 @@
 ``ess_mean``, ``kl_per_dim``, ``activity``, ``active_units``, ``collapsed`` (the single latent site's; with several,
 over all of them), ``latent_sites`` (per latent site: ``kl_per_dim``, ``kl_per_dim_se``, ``kl_total``,
 ``kl_total_se``, ``kl_method``, ``kl_factorized``, ``activity``, ``active_units``, ``units``, ``collapsed``; see
-:mod:`ppl_vae.latent_sites`), ``warnings``, ``test_examples``, ``draws``; with the inference gap also
-``amortization_gap``, ``approximation_gap`` and their ``_se``, ``gap_examples``, ``gap_steps`` and the subset's bounds
-(``gap_log_likelihood``, ``gap_elbo_amortized``, ``gap_elbo_local``). A conditional VAE is evaluated with the test
-labels: every number is then of ``log p(x | y)``.
+:mod:`ppl_vae.latent_sites`), ``warnings``, ``test_examples``, ``draws``, ``examples_per_second`` (of the draws); with
+the inference gap also ``amortization_gap``, ``approximation_gap`` and their ``_se``, ``gap_examples``, ``gap_steps``
+and the subset's bounds (``gap_log_likelihood``, ``gap_elbo_amortized``, ``gap_elbo_local``). A conditional VAE is
+evaluated with the test labels: every number is then of ``log p(x | y)``.
 
 Example::
 
@@ -30,6 +30,7 @@ Example::
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,11 +78,21 @@ class ReportConfig:
         require_int(self.draws, "--draws", least=MIN_KHAT_SAMPLES)  # PSIS needs that many draws
 
 
-def write_report(trained, data: Dataset, run_dir: str | Path, k: int, options: ReportConfig | None = None) -> dict:
+def write_report(
+    trained,
+    data: Dataset,
+    run_dir: str | Path,
+    k: int,
+    options: ReportConfig | None = None,
+    *,
+    memory_mb: float | None = None,
+) -> dict:
     """Diagnose ``trained`` (the built-in :class:`~ppl_vae.vae.VAE` or a user's
     :class:`~ppl_vae.programs.UserProgram`) on ``data``'s test set with ``k`` importance samples per example and
     write the report files into ``run_dir`` (``options``: :class:`ReportConfig`, its defaults when ``None``); returns
-    the contents of ``report.json``. A program that takes labels gets the test labels in every computation."""
+    the contents of ``report.json``. A program that takes labels gets the test labels in every computation.
+    ``memory_mb``: the budget of one pass of samples (see :mod:`ppl_vae.eval_memory`); ``examples_per_second`` in
+    the report: test examples per second of the diagnostics' draws (``k`` each)."""
     from ppl_vae import plots
     from ppl_vae.arviz_export import to_inference_data
     from ppl_vae.inference_gap import inference_gap
@@ -92,10 +103,12 @@ def write_report(trained, data: Dataset, run_dir: str | Path, k: int, options: R
     program = as_user_program(trained)
     x_test, y_test = program_test_set(program, data)
     options.check(k, x_test.shape[0])
-    diagnostics = diagnose(program.model, program.guide, x_test, k=k, y=y_test)
+    started = time.perf_counter()
+    diagnostics = diagnose(program.model, program.guide, x_test, k=k, y=y_test, memory_mb=memory_mb)
+    seconds = time.perf_counter() - started
     save_test_values(run_dir, observed_digest(x_test, y_test), log_likelihood=diagnostics.log_likelihood.per_example)
     report = diagnostics.to_json()
-    report.update(test_examples=x_test.shape[0], draws=options.draws)
+    report.update(test_examples=x_test.shape[0], draws=options.draws, examples_per_second=x_test.shape[0] / seconds)
     if options.gap_examples:
         subset = slice(0, options.gap_examples)
         labels = None if y_test is None else y_test[subset]
@@ -112,12 +125,13 @@ def write_report(trained, data: Dataset, run_dir: str | Path, k: int, options: R
     # the built-in one-layer VAE's p(x | z), whose prior is N(0, I) (a program's UserProgram.decode has no config)
     one_layer = isinstance(trained, VAE) and trained.config.latent_layers == 1
     if one_layer and trained.config.z_dim == 2 and y_test is None:  # conditional: one grid per class
-        z_values = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, MANIFOLD_SIDE))
+        # quantiles of N(0, 1), made on the device; the axis labels move to the CPU with the images, for the plot
+        z_values = torch.special.ndtri(torch.linspace(0.05, 0.95, MANIFOLD_SIDE, device=program.device))
         rows, columns = torch.meshgrid(z_values.flip(0), z_values, indexing="ij")
-        z = torch.stack([columns, rows], dim=-1).reshape(-1, 2).to(program.device)
+        z = torch.stack([columns, rows], dim=-1).reshape(-1, 2)
         with torch.no_grad():
             images = trained.decode(z).mean
-        figures.append(plots.plot_manifold(images, data.image_shape, z_values, run_dir / "manifold.png"))
+        figures.append(plots.plot_manifold(images, data.image_shape, z_values.cpu(), run_dir / "manifold.png"))
     save_json(run_dir / REPORT_JSON, report)
     atomic_write(run_dir / REPORT_MD, lambda file: file.write(format_markdown(report, figures, data.name)), mode="w")
     return report

@@ -334,22 +334,31 @@ def evaluate_vae(
     the built-in VAE or a user's program.
 
     ``log_likelihood=False`` leaves the IWAE estimate out, for a caller that gets it from the diagnostics' draws.
+    With it, ``eval_examples_per_second`` is the test examples per second of the IWAE estimate (``k`` samples each,
+    wall time on ``trained``'s device), and ``eval_memory_mb`` the budget of a pass (``None``: the element bound).
     With ``run_dir`` the per-example values are also written to its ``test_values.npz`` (:mod:`ppl_vae.test_values`).
     """
     program = as_user_program(trained)
     x_test, y_test = program_test_set(program, data)
-    test_elbo = elbo(program.model, program.guide, x_test, num_particles=evaluation.num_particles, y=y_test)
+    budget = {"memory_mb": evaluation.memory_mb}
+    test_elbo = elbo(program.model, program.guide, x_test, num_particles=evaluation.num_particles, y=y_test, **budget)
     metrics = {
         "conditional": y_test is not None,
         "test_elbo": test_elbo.mean,
         "test_elbo_se": test_elbo.se,
         "k": evaluation.k,
         "elbo_particles": evaluation.num_particles,
+        "eval_memory_mb": evaluation.memory_mb,
     }
     per_example = {"elbo": test_elbo.per_example}
     if log_likelihood:
-        estimate = iwae_log_likelihood(program.model, program.guide, x_test, k=evaluation.k, y=y_test)
-        metrics.update(test_log_likelihood=estimate.mean, test_log_likelihood_se=estimate.se)
+        started = time.perf_counter()
+        estimate = iwae_log_likelihood(program.model, program.guide, x_test, k=evaluation.k, y=y_test, **budget)
+        metrics.update(
+            test_log_likelihood=estimate.mean,
+            test_log_likelihood_se=estimate.se,
+            eval_examples_per_second=x_test.shape[0] / (time.perf_counter() - started),
+        )
         per_example["log_likelihood"] = estimate.per_example
     if run_dir is not None:
         save_test_values(run_dir, observed_digest(x_test, y_test), **per_example)
@@ -369,7 +378,8 @@ def evaluate_run(
     With ``report`` (a :class:`~ppl_vae.report.ReportConfig`) also write the diagnostics report (``report.json``,
     ``report.md``, ``posterior.nc``, figures; see :mod:`ppl_vae.report`) with ``evaluation.k`` importance samples per
     example; the returned dict then holds the contents of ``report.json`` under ``"report"``, and the IWAE estimate
-    in ``metrics.json`` is the report's (the same estimator with the same ``k``, computed once). Labels reach every
+    in ``metrics.json`` is the report's (the same estimator with the same ``k``, computed once; its
+    ``eval_examples_per_second`` then counts the report's draws, which also give the diagnostics). Labels reach every
     computation of a conditional VAE or of a program that takes them.
 
     A program run is rebuilt only with ``trust_program=True`` (see :func:`load`).
@@ -389,8 +399,12 @@ def evaluate_run(
     if report is None:
         save_json(metrics_path, metrics)
         return metrics
-    written = write_report(trained, data, run_dir, evaluation.k, report)
-    metrics.update(test_log_likelihood=written["log_likelihood"], test_log_likelihood_se=written["log_likelihood_se"])
+    written = write_report(trained, data, run_dir, evaluation.k, report, memory_mb=evaluation.memory_mb)
+    metrics.update(
+        test_log_likelihood=written["log_likelihood"],
+        test_log_likelihood_se=written["log_likelihood_se"],
+        eval_examples_per_second=written["examples_per_second"],
+    )
     save_json(metrics_path, metrics)
     return {**metrics, "report": written}
 

@@ -87,3 +87,18 @@ def test_m2_labels_writes_a_table_and_a_plot(tmp_path, monkeypatch):
     assert [row["labelled"] for row in result["summary"]] == [10, 20]
     assert all(row["seeds"] == 2 and 0 <= row["test_accuracy"] <= 1 for row in result["summary"])
     assert "| 10 |" in out.with_suffix(".md").read_text() and out.with_suffix(".png").stat().st_size > 0
+
+
+def test_eval_speed_quick_run_on_a_tiny_size(tmp_path):
+    """The evaluation benchmark's --quick run, tiny: both sides timed, JSON and Markdown written, and the hand-written
+    IWAE computes the project's numbers from the same draws (a baseline that did other work would differ)."""
+    eval_speed = load_benchmark("eval_speed")
+    out = tmp_path / "eval.json"
+    argv = ["--quick", "--examples", "40", "--k", "24", "--batch-size", "16", "--rounds", "1", "--out", str(out)]
+    result = eval_speed.main(argv)
+    assert result["examples"] == 40 and result["environment"]["threads"] == 1
+    assert out.exists() and "hand-written vectorized IWAE" in out.with_suffix(".md").read_text()
+    for side in ("ppl_vae", "plain"):
+        assert math.isfinite(result[side]["examples_per_second"]) and result[side]["examples_per_second"] > 0
+    assert math.isfinite(result["ratio"]) and result["ratio"] > 0
+    assert result["max_abs_difference"] < 1e-3, result["max_abs_difference"]

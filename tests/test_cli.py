@@ -36,10 +36,16 @@ def test_train_then_evaluate_writes_every_file(tmp_path, capsys):
     assert metrics["epochs"] == 2 and len(metrics["history"]) == 2 and metrics["k"] == 50
     assert metrics["test_log_likelihood"] >= metrics["test_elbo"] - 3 * metrics["test_elbo_se"]
 
-    status, out, err = run_cli(capsys, "evaluate", run_dir, "--k", 100, "--eval-particles", 4, "--gap-examples", 0)
+    assert metrics["eval_examples_per_second"] > 0 and metrics["eval_memory_mb"] is None
+    assert "test examples per second (k=50)" in out
+
+    evaluate = ["evaluate", run_dir, "--k", 100, "--eval-particles", 4, "--gap-examples", 0, "--eval-memory-mb", 2]
+    status, out, err = run_cli(capsys, *evaluate)
     assert status == 0, err
     updated = json.loads((run_dir / "metrics.json").read_text())
     assert updated["k"] == 100 and updated["history"] == metrics["history"]
+    assert updated["eval_memory_mb"] == 2 and updated["eval_examples_per_second"] > 0
+    assert f"{updated['eval_examples_per_second']:.1f} test examples per second (k=100)" in out
 
     status, out, err = run_cli(capsys, "train", "--resume", "--out", run_dir, "--epochs", 3, "--k", 10, "--no-progress")
     assert status == 0, err
@@ -110,6 +116,8 @@ def npz_files(tmp_path):
         ),
         (["evaluate", "{tmp}/missing"], "run folder .*missing' does not exist"),
         (["train", "--resume"], "--resume needs --out"),
+        (["train", "--eval-memory-mb", "0"], "--eval-memory-mb 0.0: expected a positive number of megabytes"),
+        (["evaluate", "{tmp}", "--eval-memory-mb", "nan"], "--eval-memory-mb nan: expected a positive number"),
         (["train", "--latent-layers", "3"], "--latent-layers must be an integer from 1 to 2, got 3"),
         (["train", "--latent-layers", "true"], "--latent-layers must be an integer from 1 to 2, got 'true'"),
         (["train", "--latent-layers", "2", "--top-z-dim", "9"], "--top-z-dim must be an integer from 1 to --z-dim 8"),

@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from ppl_vae import evaluate
+from ppl_vae.errors import InputError
+from ppl_vae.eval_memory import MB, pass_bytes
 from ppl_vae.evaluate import (
     Estimate,
     elbo,
@@ -173,3 +175,52 @@ def test_chunked_iwae_equals_one_chunk_on_the_same_draws(float64):
         seeded(elbo, num_particles=13, max_elements=budget).per_example, weights.mean(1), rtol=0, atol=1e-12
     )
     torch.testing.assert_close(seeded(elbo, num_particles=13).per_example, weights.mean(1), rtol=0, atol=1e-12)
+
+
+def test_a_memory_budget_bounds_the_bytes_of_every_pass(small_config, test_set, monkeypatch):
+    """The passes that a budget allows allocate no more than the budget (counted by the same dispatch mode on the
+    passes themselves, not on the probes); a smaller budget takes more, smaller passes; one below a single sample of
+    one example is refused in one line."""
+    vae = VAE(small_config)
+    x = test_set[:40]
+    passes = {}
+    original = evaluate.log_importance_weights
+
+    def spy(model, guide, xb, num_samples, **options):
+        passes.setdefault((xb.shape[0], num_samples), (xb, options["sites"]))
+        return original(model, guide, xb, num_samples, **options)
+
+    monkeypatch.setattr(evaluate, "log_importance_weights", spy)
+    largest = {}
+    for budget_mb in (0.2, 0.8):
+        passes.clear()
+        iwae_log_likelihood(vae.model, vae.guide, x, k=40, batch_size=30, memory_mb=budget_mb)
+        largest[budget_mb] = max(num_samples for examples, num_samples in passes if examples == 30)
+        assert largest[budget_mb] < 40  # several passes per batch
+        for (_, num_samples), (xb, sites) in passes.items():
+            assert pass_bytes(vae.model, vae.guide, xb, (), num_samples, sites) <= budget_mb * MB
+    assert largest[0.2] < largest[0.8]
+    with pytest.raises(InputError, match=r"--eval-memory-mb 1e-05 is below the .* MB that one importance sample"):
+        iwae_log_likelihood(vae.model, vae.guide, x, k=10, memory_mb=1e-5)
+
+
+@pytest.mark.parametrize("batch_size", [20, 7])
+def test_the_numbers_do_not_depend_on_the_memory_budget(small_config, test_set, float64, batch_size):
+    """Same seed, budgets from several passes per batch to one: the same per-example IWAE, ELBO and log weights (the
+    passes draw whole blocks of samples, so the draws are the same numbers; only the sums' rounding differs), also
+    for batches whose draws per sample (7 x 4) are not a whole block of 16."""
+    vae = VAE(small_config).double()
+    x = test_set[:28].double()
+
+    def seeded(estimator, budget_mb, **options):
+        pyro.set_rng_seed(11)
+        return estimator(vae.model, vae.guide, x, batch_size=batch_size, memory_mb=budget_mb, **options)
+
+    weights = seeded(log_weights_per_example, None, k=100)
+    assert weights.std(1).min() > 0.1  # the draws matter
+    for budget_mb in (0.4, 100.0):  # several passes per batch (of 7 or 16+ samples), one pass
+        torch.testing.assert_close(seeded(log_weights_per_example, budget_mb, k=100), weights, rtol=0, atol=1e-10)
+        iwae = seeded(iwae_log_likelihood, budget_mb, k=100).per_example
+        torch.testing.assert_close(iwae, torch.logsumexp(weights, 1) - math.log(100), rtol=0, atol=1e-10)
+        bound = seeded(elbo, budget_mb, num_particles=100).per_example
+        torch.testing.assert_close(bound, weights.mean(1), rtol=0, atol=1e-10)
