@@ -12,16 +12,11 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from ppl_vae.cli_use import add_use_commands
-from ppl_vae.config import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
+from ppl_vae import cli_use, flags
+from ppl_vae.config import DataConfig, EvalConfig, RunConfig, TrainConfig
 from ppl_vae.errors import InputError
 from ppl_vae.report import ReportConfig
 from ppl_vae.tables import table
-
-DEFAULTS_TRAIN = TrainConfig()
-DEFAULTS_EVAL = EvalConfig()
-DEFAULTS_REPORT = ReportConfig()
-DEFAULTS_MODEL = {field.name: field.default for field in dataclasses.fields(ModelConfig)}
 
 
 def parse_hidden(text: str) -> tuple[int, ...]:
@@ -35,157 +30,24 @@ def parse_hidden(text: str) -> tuple[int, ...]:
         raise InputError(f"--hidden {text!r}: expected comma-separated integers, e.g. 128 or 256,128") from None
 
 
-def integer_or_text(text: str) -> int | str:
-    """``"2"`` -> ``2``; any other text is returned as it is, for the config check to refuse with the flag's own
-    message (one line, where argparse's ``type=int`` would print its usage too)."""
-    try:
-        return int(text)
-    except ValueError:
-        return text
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors (an unknown flag, ``--z-dim x``, a missing ``--a``) are one line,
+    ``ppl-vae: error: ...``, and exit status 2, like every other bad input: no usage block (``--help`` has it).
+    Subparsers are of the same class (``add_subparsers`` makes them with the parent's)."""
 
-
-def _add_evaluation_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--k", type=int, default=DEFAULTS_EVAL.k, help="importance samples per test example for log p(x)"
-    )
-    parser.add_argument(
-        "--eval-particles", type=int, default=DEFAULTS_EVAL.num_particles, help="samples per test example for the ELBO"
-    )
+    def error(self, message: str):
+        self.exit(2, f"ppl-vae: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """The ``ppl-vae`` parser, every command and flag from the table of :mod:`ppl_vae.flags`."""
+    parser = OneLineParser(
         prog="ppl-vae", description="Variational autoencoders with Pyro: train, evaluate, use a trained run."
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    train = commands.add_parser(
-        "train", help="train a VAE into a run folder", formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    train.add_argument("--data", default="digits", help="digits | mnist | fashion-mnist | kmnist | path/to/file.npz")
-    train.add_argument("--data-root", default=None, help="folder of torchvision data sets")
-    train.add_argument("--download", action="store_true", help="let torchvision download the data set")
-    train.add_argument(
-        "--epochs", type=int, default=None, help=f"passes over the training set [{DEFAULTS_TRAIN.epochs}]"
-    )
-    train.add_argument("--batch-size", type=int, default=DEFAULTS_TRAIN.batch_size)
-    train.add_argument(
-        "--program",
-        default=None,
-        metavar="MODULE:FUNCTION",
-        help="train your own model and guide: build(spec) -> ppl_vae.UserProgram (see ppl_vae.user_program); "
-        "the built-in VAE's options (--z-dim ... --flow-layers, --conditional) do not apply",
-    )
-    train.add_argument(
-        "--program-arg",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="an option of --program, in spec.args (VALUE read as JSON if it parses, else a string); repeatable",
-    )
-    train.add_argument("--z-dim", type=int, default=None, help=f"latent dimensions [{DEFAULTS_MODEL['z_dim']}]")
-    train.add_argument("--hidden", default=None, help="hidden-layer widths, comma-separated, data side first [128]")
-    train.add_argument("--lr", type=float, default=DEFAULTS_TRAIN.lr, help="learning rate (the start of a schedule)")
-    _add_optimizer_flags(train)
-    train.add_argument(
-        "--elbo",
-        default=DEFAULTS_TRAIN.elbo,
-        help="trace | meanfield | jit | iwae | enum | tracegraph | stl | reference-mc | reference-analytic | "
-        "reference-stl",
-    )
-    train.add_argument(
-        "--num-particles",
-        type=int,
-        default=DEFAULTS_TRAIN.num_particles,
-        help="samples of z per example in training (K of --elbo iwae)",
-    )
-    train.add_argument(
-        "--beta", type=float, default=DEFAULTS_TRAIN.beta, help="weight of the KL term (beta-VAE when != 1)"
-    )
-    train.add_argument(
-        "--anneal", default=DEFAULTS_TRAIN.anneal, help="KL warm-up multiplying --beta: none | linear | cyclical"
-    )
-    train.add_argument(
-        "--anneal-epochs",
-        type=int,
-        default=DEFAULTS_TRAIN.anneal_epochs,
-        help="epochs of the linear ramp, or of one cycle",
-    )
-    train.add_argument(
-        "--conditional", action="store_true", help="conditional VAE: one-hot labels into encoder and decoder"
-    )
-    train.add_argument(
-        "--scale-param", default=None, help="guide scale head: log_scale | log_var | softplus [log_scale]"
-    )
-    train.add_argument(
-        "--latent-layers",
-        type=integer_or_text,
-        default=None,
-        help="1: z; 2: the hierarchical VAE z2 -> z1 -> x, guide q(z1 | x) q(z2 | z1) (use --elbo trace) [1]",
-    )
-    train.add_argument(
-        "--top-z-dim",
-        type=integer_or_text,
-        default=None,
-        help="dimensions of z2 with --latent-layers 2, 1 to --z-dim [z_dim // 2]",
-    )
-    _add_part_flags(train)
-    train.add_argument("--seed", type=int, default=DEFAULTS_TRAIN.seed)
-    train.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda [cpu]")
-    train.add_argument("--eval-every", type=int, default=DEFAULTS_TRAIN.eval_every, help="test ELBO every N epochs")
-    _add_evaluation_flags(train)
-    train.add_argument("--out", type=Path, default=None, help="run folder [runs/<data>-<time>]")
-    train.add_argument(
-        "--resume", action="store_true", help="continue the run in --out (its config.json; --epochs may extend it)"
-    )
-    _add_trust_flag(train, "--resume")
-    train.add_argument("--no-progress", action="store_true", help="no progress bars")
-    train.set_defaults(handler=command_train)
-
-    evaluate = commands.add_parser(
-        "evaluate", help="reload a run folder and evaluate it", formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    evaluate.add_argument("run_dir", type=Path)
-    _add_evaluation_flags(evaluate)
-    _add_trust_flag(evaluate, "evaluating RUN_DIR")
-    evaluate.add_argument("--device", default="cpu")
-    evaluate.add_argument(
-        "--gap-examples",
-        type=int,
-        default=DEFAULTS_REPORT.gap_examples,
-        help="test examples for the amortization / approximation gap (a local SVI fit each); 0 skips it",
-    )
-    evaluate.add_argument(
-        "--gap-steps", type=int, default=DEFAULTS_REPORT.gap_steps, help="SVI steps of the per-example Normal guides"
-    )
-    evaluate.add_argument(
-        "--draws",
-        type=int,
-        default=DEFAULTS_REPORT.draws,
-        help="guide draws per test example saved for ArviZ in posterior.nc",
-    )
-    evaluate.set_defaults(handler=command_evaluate)
-    _add_compare_kl(commands)
-    add_use_commands(commands)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in flags.commands():
+        flags.add_command(subparsers, command).set_defaults(handler=HANDLERS[command.name])
     return parser
-
-
-def _add_optimizer_flags(parser: argparse.ArgumentParser) -> None:
-    """``--optim --lr-schedule --lr-decay`` (names listed from the registries of :mod:`ppl_vae.optim`)."""
-    from ppl_vae.optim import LR_SCHEDULES, OPTIMIZERS
-
-    parser.add_argument("--optim", default=DEFAULTS_TRAIN.optim, help=" | ".join(sorted(OPTIMIZERS)))
-    parser.add_argument(
-        "--lr-schedule",
-        default=DEFAULTS_TRAIN.lr_schedule,
-        help=f"{' | '.join(sorted(LR_SCHEDULES))}: over the run's steps (epochs x minibatches, fixed at the start)",
-    )
-    parser.add_argument(
-        "--lr-decay",
-        type=float,
-        default=DEFAULTS_TRAIN.lr_decay,
-        help="final factor of --lr-schedule, in (0, 1]: the learning rate falls to lr x decay at the last step",
-    )
 
 
 PART_FIELDS = ("likelihood", "prior", "guide", "net", "pixel_scale", "prior_components", "rank", "flow_layers")
@@ -193,42 +55,6 @@ PART_FIELDS = ("likelihood", "prior", "guide", "net", "pixel_scale", "prior_comp
 
 MODEL_FIELDS = ("z_dim", "hidden", "scale_param", "latent_layers", "top_z_dim", *PART_FIELDS)
 """The ModelConfig fields set by ``ppl-vae train``'s model flags; ``None`` (the flag's default) means not given."""
-
-
-def _add_trust_flag(parser: argparse.ArgumentParser, when: str) -> None:
-    parser.add_argument(
-        "--trust-program",
-        action="store_true",
-        help=f"allow {when} to import and run the program a run folder names (see --program); "
-        "only for run folders you trust",
-    )
-
-
-def _add_part_flags(parser: argparse.ArgumentParser) -> None:
-    """``--likelihood --prior --guide --net`` (their names listed from the registries) and the parts' options."""
-    from ppl_vae.guides import GUIDES
-    from ppl_vae.likelihoods import LIKELIHOODS
-    from ppl_vae.nets import NETS
-    from ppl_vae.priors import PRIORS
-
-    default = DEFAULTS_MODEL
-    for name, registry in (("likelihood", LIKELIHOODS), ("prior", PRIORS), ("guide", GUIDES), ("net", NETS)):
-        parser.add_argument(f"--{name}", default=None, help=f"{' | '.join(sorted(registry))} [{default[name]}]")
-    parser.add_argument(
-        "--pixel-scale",
-        type=float,
-        default=None,
-        help=f"scale of --likelihood gaussian, laplace [{default['pixel_scale']}]",
-    )
-    parser.add_argument(
-        "--prior-components", type=int, default=None, help=f"K of --prior mog, vamp [{default['prior_components']}]"
-    )
-    parser.add_argument(
-        "--rank", type=int, default=None, help=f"covariance rank of --guide lowrank [{default['rank']}]"
-    )
-    parser.add_argument(
-        "--flow-layers", type=int, default=None, help=f"flows of --guide iaf [{default['flow_layers']}]"
-    )
 
 
 def _config_from_args(args) -> RunConfig:
@@ -239,7 +65,7 @@ def _config_from_args(args) -> RunConfig:
 
     # the parts a flag names are checked as soon as their config exists: training's before the data set loads
     train = TrainConfig(
-        epochs=DEFAULTS_TRAIN.epochs if args.epochs is None else args.epochs,
+        epochs=TrainConfig.epochs if args.epochs is None else args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
         optim=args.optim,
@@ -253,6 +79,7 @@ def _config_from_args(args) -> RunConfig:
         seed=args.seed,
         device=args.device or "cpu",
         eval_every=args.eval_every,
+        eval_particles=args.epoch_eval_particles,
     )
     check_train(train)
     evaluation = EvalConfig(k=args.k, num_particles=args.eval_particles)
@@ -322,46 +149,6 @@ def command_evaluate(args) -> None:
     print(f"report: {args.run_dir / 'report.md'}")
 
 
-def _add_compare_kl(commands) -> None:
-    from ppl_vae.lab import ESTIMATORS, LabConfig
-
-    lab = LabConfig()
-    kl = commands.add_parser(
-        "compare-kl",
-        help="Monte Carlo vs analytic KL: ELBO, gradient variance, time, training curves (and scale heads)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    kl.add_argument("--data", default="digits", help="digits | mnist | fashion-mnist | kmnist | path/to/file.npz")
-    kl.add_argument("--data-root", default=None, help="folder of torchvision data sets")
-    kl.add_argument("--download", action="store_true", help="let torchvision download the data set")
-    kl.add_argument("--run", type=Path, default=None, help="study the trained VAE of this run folder (and its data)")
-    _add_trust_flag(kl, "--run")
-    kl.add_argument("--z-dim", type=int, default=None, help="latent dimensions of a fresh VAE [8]")
-    kl.add_argument("--hidden", default=None, help="hidden-layer widths of a fresh VAE, comma-separated [128]")
-    kl.add_argument("--scale-param", default=None, help="head of a fresh VAE: log_scale | log_var | softplus")
-    kl.add_argument("--net", default=None, help="network of a fresh VAE [mlp]")
-    kl.add_argument(
-        "--latent-layers",
-        type=integer_or_text,
-        default=None,
-        help="latent layers of a fresh VAE: 1 (z) or 2 (z2 -> z1 -> x); the classic losses take 1 [1]",
-    )
-    kl.add_argument(
-        "--top-z-dim", type=integer_or_text, default=None, help="dimensions of z2 with --latent-layers 2 [z_dim // 2]"
-    )
-    kl.add_argument("--estimators", default=",".join(ESTIMATORS), help="objectives to compare, comma-separated")
-    kl.add_argument("--repetitions", type=int, default=lab.repetitions, help="R: evaluations at fixed parameters")
-    kl.add_argument("--epochs", type=int, default=lab.epochs, help="E: training epochs per estimator (0: none)")
-    kl.add_argument("--batch-size", type=int, default=lab.batch_size, help="fixed minibatch and training batch")
-    kl.add_argument("--lr", type=float, default=lab.lr, help="Adam learning rate")
-    kl.add_argument("--num-particles", type=int, default=lab.num_particles, help="samples of z per example")
-    kl.add_argument("--seed", type=int, default=lab.seed)
-    kl.add_argument("--device", default=lab.device)
-    kl.add_argument("--heads", action="store_true", help="also train each scale head under MC and analytic KL")
-    kl.add_argument("--out", type=Path, default=None, help="output folder [runs/compare-kl-<data>-<time>]")
-    kl.set_defaults(handler=command_compare_kl)
-
-
 def command_compare_kl(args) -> None:
     import time
 
@@ -406,8 +193,24 @@ def print_metrics(metrics: dict) -> None:
     print(table(["metric", "nats per example", "std. error"], cells, style="terminal"))
 
 
+HANDLERS = {
+    "train": command_train,
+    "evaluate": command_evaluate,
+    "compare-kl": command_compare_kl,
+    "sample": cli_use.command_sample,
+    "reconstruct": cli_use.command_reconstruct,
+    "encode": cli_use.command_encode,
+    "traverse": cli_use.command_traverse,
+    "interpolate": cli_use.command_interpolate,
+}
+"""The function that runs each command of :func:`ppl_vae.flags.commands`, called with the parsed ``args``."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit:  # --help (0) or a flag argparse refuses (2, one line already printed)
+        return exit.code or 0
     try:
         args.handler(args)
     except InputError as error:
