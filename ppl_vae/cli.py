@@ -58,6 +58,7 @@ MODEL_FIELDS = ("z_dim", "hidden", "scale_param", "latent_layers", "top_z_dim", 
 
 
 def _config_from_args(args) -> RunConfig:
+    from ppl_vae.bounds import check_memory
     from ppl_vae.data import load_dataset
     from ppl_vae.parts import check_model, check_train
     from ppl_vae.run import model_config_for, program_spec_for
@@ -102,6 +103,7 @@ def _config_from_args(args) -> RunConfig:
         spec = program_spec_for(data, args.program, program_args)
         return RunConfig(program=spec, data=data_config, train=train, evaluation=evaluation)
     model = check_model(model_config_for(data, conditional=args.conditional, **options))
+    check_memory(model, train, evaluation, data.x_train.shape[0], data.x_test.shape[0])
     return RunConfig(model=model, data=data_config, train=train, evaluation=evaluation)
 
 
@@ -153,6 +155,7 @@ def command_compare_kl(args) -> None:
     import time
 
     from ppl_vae import lab
+    from ppl_vae.inputs import require_device
 
     settings = lab.LabConfig(
         estimators=tuple(name.strip() for name in args.estimators.split(",") if name.strip()),
@@ -164,6 +167,7 @@ def command_compare_kl(args) -> None:
         seed=args.seed,
         device=args.device,
     )
+    require_device(settings.device)
     options = {name: getattr(args, name) for name in ("z_dim", "scale_param", "net", "latent_layers", "top_z_dim")}
     options["hidden"] = parse_hidden(args.hidden) if args.hidden is not None else None
     vae, data = lab.prepare(
@@ -213,8 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         return exit.code or 0
     try:
         args.handler(args)
-    except InputError as error:
-        print(f"ppl-vae: error: {error}", file=sys.stderr)
+    except InputError as error:  # its first line: Pyro appends its trace's shapes to an error raised inside a model
+        print(f"ppl-vae: error: {(str(error).splitlines() or [''])[0]}", file=sys.stderr)
         return 2
     except FloatingPointError as error:
         print(f"ppl-vae: error: {error}", file=sys.stderr)

@@ -55,8 +55,8 @@ class Loaded:
         """The split's observed images ``(N, D)``, their labels for a model that takes them (``None`` otherwise), the
         data's name, and the split's labels whatever the model (``None`` for a data set without labels)."""
         from ppl_vae.evaluate import observed_test_set
+        from ppl_vae.inputs import require_classes
         from ppl_vae.run import load_data
-        from ppl_vae.use import require_classes
 
         if self.args.split not in SPLITS:
             raise InputError(f"--split {self.args.split!r}: expected one of {', '.join(SPLITS)}")
@@ -71,7 +71,7 @@ class Loaded:
 
     def one_class(self) -> int | None:
         """``--y`` checked against the model: a class of a conditional model, absent for any other."""
-        from ppl_vae.use import require_classes
+        from ppl_vae.inputs import require_classes
 
         y = self.args.y
         if y is None:

@@ -57,12 +57,18 @@ def require(condition: bool, message: str) -> None:
         raise InputError(message)
 
 
+MAX_INT = 2**63 - 1
+"""No integer of a configuration exceeds torch's largest (int64); sizes are bounded far lower by memory, see
+:mod:`ppl_vae.bounds`."""
+
+
 def require_int(value: Any, flag: str, least: int = 1) -> None:
-    """``value`` must be an integer (not a bool) of at least ``least``; the message names ``flag``."""
+    """``value`` must be an integer (not a bool) from ``least`` to :data:`MAX_INT`; the message names ``flag``."""
     require(
         isinstance(value, int) and not isinstance(value, bool) and value >= least,
         f"{flag} must be an integer >= {least}, got {value!r}",
     )
+    require_at_most(value, flag, MAX_INT, "2^63 - 1, torch's largest integer")
 
 
 def require_at_most(value: int, flag: str, most: int, why: str) -> None:

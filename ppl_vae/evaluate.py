@@ -29,6 +29,7 @@ import torch
 
 from ppl_vae.data import Dataset, binarize_fixed
 from ppl_vae.errors import InputError
+from ppl_vae.inputs import require_count
 from ppl_vae.programs import (
     ProgramSites,
     UserProgram,
@@ -106,13 +107,25 @@ def inspected_batches(
 
 def per_example(reduce, model, guide, x: torch.Tensor, args: tuple, batch_size: int, data_plate=None) -> torch.Tensor:
     """``reduce(model, guide, x_batch, args_batch, sites)`` over the :func:`inspected_batches` of ``batch_size``
-    examples, concatenated: ``(N,)``."""
-    batches, sites = inspected_batches(model, guide, x, args, batch_size, data_plate)
-    return torch.cat([reduce(model, guide, xb, argsb, sites) for xb, argsb in batches])
+    examples, concatenated: ``(N,)``.
+
+    A distribution that refuses its value or parameters (Pyro's validation: grey levels for a Bernoulli likelihood,
+    a label out of range) is an :class:`InputError` with the first line of Pyro's message."""
+    require_count(batch_size, "batch_size")
+    try:
+        batches, sites = inspected_batches(model, guide, x, args, batch_size, data_plate)
+        return torch.cat([reduce(model, guide, xb, argsb, sites) for xb, argsb in batches])
+    except ValueError as error:
+        if isinstance(error, InputError):
+            raise
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise InputError(f"the model cannot score x: {reason}") from None
 
 
 def check_extra_args(x: torch.Tensor, args: tuple) -> None:
     """Labels given as the programs' argument must have one entry per example of ``x``."""
+    if not isinstance(x, torch.Tensor) or x.dim() == 0:
+        raise InputError(f"x must be a tensor of examples (N, ...), got {type(x).__name__}")
     if x.shape[0] == 0:
         raise InputError("x holds no examples: evaluation needs at least one")
     for arg in args:
@@ -137,6 +150,8 @@ def log_weights_per_example(
     """All ``k`` log importance weights of every example, ``(N, k)``, nats; the draws and chunks are those of
     :func:`iwae_log_likelihood` (same seed, same numbers). Holds ``N x k`` values: for diagnostics that need every
     weight of an example (effective sample size, Pareto k-hat), not for the IWAE mean, which needs one chunk."""
+
+    require_count(k, "k")
 
     def reduce(model, guide, xb, argsb, sites):
         return torch.cat(list(_chunked_log_weights(model, guide, xb, argsb, k, max_elements, sites)), dim=0).T
@@ -164,6 +179,8 @@ def elbo(
     examples, when the programs have several of ``N`` (found from a trace otherwise).
     """
 
+    require_count(num_particles, "num_particles")
+
     def reduce(model, guide, xb, argsb, sites):
         chunks = _chunked_log_weights(model, guide, xb, argsb, num_particles, max_elements, sites)
         return sum(lw.sum(0) for lw in chunks) / num_particles
@@ -189,6 +206,8 @@ def iwae_log_likelihood(
     than one chunk. At ``k = 1`` it is the single-sample ELBO; its expectation grows with ``k`` towards log p(x).
     ``args``, ``y``, ``data_plate``: as in :func:`elbo` (with labels the estimate is of ``log p(x | y)``).
     """
+
+    require_count(k, "k")
 
     def reduce(model, guide, xb, argsb, sites):
         running = None  # follows the log weights' dtype and device, not x's (x may hold integers)

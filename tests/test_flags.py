@@ -95,3 +95,24 @@ def test_a_flag_is_one_entry():
     assert parser.parse_args(["demo", "--alpha-weight", "2.5"]).alpha_weight == 2.5
     help_text = subparsers.choices["demo"].format_help()
     assert re.search(r"--alpha-weight ALPHA_WEIGHT\s+a weight \(default: 1.0\)", help_text)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--device", "cuda:99"], "--device 'cuda:99' is not available on this machine"),
+        (["train", "--device", "foo"], "--device 'foo' is not a torch device"),
+        (["train", "--seed", "-1"], r"--seed must be an integer from 0 to 4294967295 \(2\^32 - 1\), got -1"),
+        (["train", "--epochs", "1000000"], "--epochs must be at most 100,000"),
+        (["train", "--k", "1000000"], "--k must be at most 100,000"),
+        (["compare-kl", "--device", "cuda:99"], "--device 'cuda:99' is not available on this machine"),
+        (["evaluate", "{tmp}/run", "--draws", "1000000"], "--draws must be at most 100,000"),
+    ],
+)
+def test_devices_seeds_and_counts_are_one_line(capsys, tmp_path, argv, message):
+    argv = [arg.format(tmp=tmp_path) for arg in argv]
+    if argv[0] == "train":
+        argv += ["--out", str(tmp_path / "run"), "--no-progress"]
+    assert main(argv) == 2
+    assert re.search(message, one_error_line(capsys))
+    assert not (tmp_path / "run").exists()
