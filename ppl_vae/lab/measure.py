@@ -73,6 +73,10 @@ class LabConfig:
     eval_particles: int = 10
 
     def __post_init__(self):
+        require(
+            isinstance(self.estimators, (list, tuple)) and all(isinstance(name, str) for name in self.estimators),
+            f"--estimators must be objective names, e.g. trace,meanfield, got {self.estimators!r}",
+        )
         object.__setattr__(self, "estimators", tuple(self.estimators))
         require(len(self.estimators) >= 1, "--estimators must name at least one objective")
         require(len(set(self.estimators)) == len(self.estimators), f"--estimators repeats a name: {self.estimators}")
