@@ -12,18 +12,13 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from ppl_vae import cli_use, flags
 from ppl_vae.cli_compare import add_compare_commands
-from ppl_vae.cli_use import add_use_commands
 from ppl_vae.config import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
 from ppl_vae.errors import InputError
 from ppl_vae.interrupt import Interrupted
 from ppl_vae.report import ReportConfig
 from ppl_vae.tables import table
-
-DEFAULTS_TRAIN = TrainConfig()
-DEFAULTS_EVAL = EvalConfig()
-DEFAULTS_REPORT = ReportConfig()
-DEFAULTS_MODEL = {field.name: field.default for field in dataclasses.fields(ModelConfig)}
 
 
 def parse_hidden(text: str) -> tuple[int, ...]:
@@ -37,196 +32,25 @@ def parse_hidden(text: str) -> tuple[int, ...]:
         raise InputError(f"--hidden {text!r}: expected comma-separated integers, e.g. 128 or 256,128") from None
 
 
-def integer_or_text(text: str) -> int | str:
-    """``"2"`` -> ``2``; any other text is returned as it is, for the config check to refuse with the flag's own
-    message (one line, where argparse's ``type=int`` would print its usage too)."""
-    try:
-        return int(text)
-    except ValueError:
-        return text
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors (an unknown flag, ``--z-dim x``, a missing ``--a``) are one line,
+    ``ppl-vae: error: ...``, and exit status 2, like every other bad input: no usage block (``--help`` has it).
+    Subparsers are of the same class (``add_subparsers`` makes them with the parent's)."""
 
-
-def _add_evaluation_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--k", type=int, default=DEFAULTS_EVAL.k, help="importance samples per test example for log p(x)"
-    )
-    parser.add_argument(
-        "--eval-particles", type=int, default=DEFAULTS_EVAL.num_particles, help="samples per test example for the ELBO"
-    )
-    parser.add_argument(
-        "--eval-memory-mb",
-        type=float,
-        default=DEFAULTS_EVAL.memory_mb,
-        help="memory budget of one vectorized pass of importance samples, MB; sets the samples per pass from the "
-        "measured bytes of one (default: at most 2^24 samples x examples x pixels)",
-    )
+    def error(self, message: str):
+        self.exit(2, f"ppl-vae: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """The ``ppl-vae`` parser, every command and flag from the table of :mod:`ppl_vae.flags`."""
+    parser = OneLineParser(
         prog="ppl-vae", description="Variational autoencoders with Pyro: train, evaluate, use a trained run."
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    train = commands.add_parser(
-        "train", help="train a VAE into a run folder", formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    train.add_argument("--data", default="digits", help="digits | mnist | fashion-mnist | kmnist | path/to/file.npz")
-    train.add_argument("--data-root", default=None, help="folder of torchvision data sets")
-    train.add_argument("--download", action="store_true", help="let torchvision download the data set")
-    train.add_argument(
-        "--epochs", type=int, default=None, help=f"passes over the training set [{DEFAULTS_TRAIN.epochs}]"
-    )
-    train.add_argument("--batch-size", type=int, default=DEFAULTS_TRAIN.batch_size)
-    train.add_argument(
-        "--program",
-        default=None,
-        metavar="MODULE:FUNCTION",
-        help="train your own model and guide: build(spec) -> ppl_vae.UserProgram (see ppl_vae.user_program); "
-        "the built-in VAE's options (--z-dim ... --flow-layers, --conditional) do not apply",
-    )
-    train.add_argument(
-        "--program-arg",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="an option of --program, in spec.args (VALUE read as JSON if it parses, else a string); repeatable",
-    )
-    train.add_argument("--z-dim", type=int, default=None, help=f"latent dimensions [{DEFAULTS_MODEL['z_dim']}]")
-    train.add_argument("--hidden", default=None, help="hidden-layer widths, comma-separated, data side first [128]")
-    train.add_argument("--lr", type=float, default=DEFAULTS_TRAIN.lr, help="learning rate (the start of a schedule)")
-    _add_optimizer_flags(train)
-    train.add_argument(
-        "--elbo",
-        default=None,
-        help="trace | meanfield | jit | iwae | enum | tracegraph | tracegraph-baseline | stl | reference-mc | "
-        "reference-analytic | reference-stl [trace; enum for --family m2, joint]",
-    )
-    train.add_argument(
-        "--path",
-        default=DEFAULTS_TRAIN.path,
-        help="graph | fast | plain | auto: the Pyro objectives' update from a loss traced once per batch shape "
-        "(trace, stl, iwae), without SVI (one torch optimizer), or through pyro.infer.SVI; the same numbers every "
-        "way [auto: graph where it applies, else fast]",
-    )
-    train.add_argument(
-        "--num-particles",
-        type=int,
-        default=DEFAULTS_TRAIN.num_particles,
-        help="samples of z per example in training (K of --elbo iwae)",
-    )
-    train.add_argument(
-        "--beta", type=float, default=DEFAULTS_TRAIN.beta, help="weight of the KL term (beta-VAE when != 1)"
-    )
-    train.add_argument(
-        "--anneal", default=DEFAULTS_TRAIN.anneal, help="KL warm-up multiplying --beta: none | linear | cyclical"
-    )
-    train.add_argument(
-        "--anneal-epochs",
-        type=int,
-        default=DEFAULTS_TRAIN.anneal_epochs,
-        help="epochs of the linear ramp, or of one cycle",
-    )
-    train.add_argument(
-        "--conditional", action="store_true", help="conditional VAE: one-hot labels into encoder and decoder"
-    )
-    train.add_argument(
-        "--scale-param", default=None, help="guide scale head: log_scale | log_var | softplus [log_scale]"
-    )
-    train.add_argument(
-        "--latent-layers",
-        type=integer_or_text,
-        default=None,
-        help="1: z; 2: the hierarchical VAE z2 -> z1 -> x, guide q(z1 | x) q(z2 | z1) (use --elbo trace) [1]",
-    )
-    train.add_argument(
-        "--top-z-dim",
-        type=integer_or_text,
-        default=None,
-        help="dimensions of z2 with --latent-layers 2, 1 to --z-dim [z_dim // 2]",
-    )
-    _add_part_flags(train)
-    _add_family_flags(train)
-    train.add_argument("--seed", type=int, default=DEFAULTS_TRAIN.seed)
-    train.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda [cpu]")
-    train.add_argument("--eval-every", type=int, default=DEFAULTS_TRAIN.eval_every, help="test ELBO every N epochs")
-    train.add_argument(
-        "--val-fraction",
-        type=float,
-        default=DEFAULTS_TRAIN.val_fraction,
-        help="share of the training set held out (from --seed) for the per-epoch ELBO; the test set is then "
-        "evaluated once, after training (0: no validation set, the per-epoch ELBO is the test ELBO)",
-    )
-    train.add_argument(
-        "--on-nan",
-        default=DEFAULTS_TRAIN.on_nan,
-        help="a training step whose loss or gradients are not finite (never applied): stop | skip (and go on)",
-    )
-    train.add_argument(
-        "--max-nan-skips",
-        type=int,
-        default=DEFAULTS_TRAIN.max_nan_skips,
-        help="with --on-nan skip: the most steps a run may skip before it stops",
-    )
-    _add_evaluation_flags(train)
-    train.add_argument("--out", type=Path, default=None, help="run folder [runs/<data>-<time>]")
-    train.add_argument(
-        "--resume", action="store_true", help="continue the run in --out (its config.json; --epochs may extend it)"
-    )
-    _add_trust_flag(train, "--resume")
-    train.add_argument("--no-progress", action="store_true", help="no progress bars")
-    train.add_argument(
-        "--tensorboard",
-        action="store_true",
-        help="log every epoch to RUN_DIR/tensorboard (tensorboard --logdir runs/); needs the tensorboard extra",
-    )
-    train.set_defaults(handler=command_train)
-
-    evaluate = commands.add_parser(
-        "evaluate", help="reload a run folder and evaluate it", formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    evaluate.add_argument("run_dir", type=Path)
-    _add_evaluation_flags(evaluate)
-    _add_trust_flag(evaluate, "evaluating RUN_DIR")
-    evaluate.add_argument("--device", default="cpu")
-    evaluate.add_argument(
-        "--gap-examples",
-        type=int,
-        default=DEFAULTS_REPORT.gap_examples,
-        help="test examples for the amortization / approximation gap (a local SVI fit each); 0 skips it",
-    )
-    evaluate.add_argument(
-        "--gap-steps", type=int, default=DEFAULTS_REPORT.gap_steps, help="SVI steps of the per-example Normal guides"
-    )
-    evaluate.add_argument(
-        "--draws",
-        type=int,
-        default=DEFAULTS_REPORT.draws,
-        help="guide draws per test example saved for ArviZ in posterior.nc",
-    )
-    evaluate.set_defaults(handler=command_evaluate)
-    _add_compare_kl(commands)
-    add_compare_commands(commands)
-    add_use_commands(commands)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in flags.commands():
+        flags.add_command(subparsers, command).set_defaults(handler=HANDLERS[command.name])
+    add_compare_commands(subparsers)
     return parser
-
-
-def _add_optimizer_flags(parser: argparse.ArgumentParser) -> None:
-    """``--optim --lr-schedule --lr-decay`` (names listed from the registries of :mod:`ppl_vae.optim`)."""
-    from ppl_vae.optim import LR_SCHEDULES, OPTIMIZERS
-
-    parser.add_argument("--optim", default=DEFAULTS_TRAIN.optim, help=" | ".join(sorted(OPTIMIZERS)))
-    parser.add_argument(
-        "--lr-schedule",
-        default=DEFAULTS_TRAIN.lr_schedule,
-        help=f"{' | '.join(sorted(LR_SCHEDULES))}: over the run's steps (epochs x minibatches, fixed at the start)",
-    )
-    parser.add_argument(
-        "--lr-decay",
-        type=float,
-        default=DEFAULTS_TRAIN.lr_decay,
-        help="final factor of --lr-schedule, in (0, 1]: the learning rate falls to lr x decay at the last step",
-    )
 
 
 PART_FIELDS = ("likelihood", "prior", "guide", "net", "pixel_scale", "prior_components", "rank", "flow_layers")
@@ -234,68 +58,6 @@ PART_FIELDS = ("likelihood", "prior", "guide", "net", "pixel_scale", "prior_comp
 
 MODEL_FIELDS = ("z_dim", "hidden", "scale_param", "latent_layers", "top_z_dim", *PART_FIELDS)
 """The ModelConfig fields set by ``ppl-vae train``'s model flags; ``None`` (the flag's default) means not given."""
-
-
-def _add_trust_flag(parser: argparse.ArgumentParser, when: str) -> None:
-    parser.add_argument(
-        "--trust-program",
-        action="store_true",
-        help=f"allow {when} to import and run the program a run folder names (see --program); "
-        "only for run folders you trust",
-    )
-
-
-def _add_part_flags(parser: argparse.ArgumentParser) -> None:
-    """``--likelihood --prior --guide --net`` (their names listed from the registries) and the parts' options."""
-    from ppl_vae.guides import GUIDES
-    from ppl_vae.likelihoods import LIKELIHOODS
-    from ppl_vae.nets import NETS
-    from ppl_vae.priors import PRIORS
-
-    default = DEFAULTS_MODEL
-    for name, registry in (("likelihood", LIKELIHOODS), ("prior", PRIORS), ("guide", GUIDES), ("net", NETS)):
-        parser.add_argument(f"--{name}", default=None, help=f"{' | '.join(sorted(registry))} [{default[name]}]")
-    parser.add_argument(
-        "--pixel-scale",
-        type=float,
-        default=None,
-        help=f"scale of --likelihood gaussian, laplace [{default['pixel_scale']}]",
-    )
-    parser.add_argument(
-        "--prior-components", type=int, default=None, help=f"K of --prior mog, vamp [{default['prior_components']}]"
-    )
-    parser.add_argument(
-        "--rank", type=int, default=None, help=f"covariance rank of --guide lowrank [{default['rank']}]"
-    )
-    parser.add_argument(
-        "--flow-layers", type=int, default=None, help=f"flows of --guide iaf [{default['flow_layers']}]"
-    )
-
-
-def _add_family_flags(parser: argparse.ArgumentParser) -> None:
-    """``--family --labelled --classes --alpha``: the discrete-latent families of :mod:`ppl_vae.semisupervised`."""
-    parser.add_argument(
-        "--family",
-        default=DEFAULTS_MODEL["family"],
-        help="vae | m2 (semi-supervised M2: y observed where labelled, enumerated where not) | joint (y enumerated "
-        "everywhere, no labels)",
-    )
-    parser.add_argument(
-        "--labelled",
-        type=integer_or_text,
-        default=None,
-        help="--family m2: training examples that keep their label, balanced over classes and chosen from --seed; "
-        "all: every one [all]",
-    )
-    parser.add_argument(
-        "--classes", type=integer_or_text, default=None, help="--family joint: values of y [the data's classes]"
-    )
-    parser.add_argument(
-        "--alpha",
-        type=float,
-        default=None,
-        help="--family m2: weight of the classification term alpha log q(y | x) [0.1 x training examples]",
-    )
 
 
 def _family_options(args, data) -> dict:
@@ -324,6 +86,7 @@ def _labelled(value) -> int | None:
 
 
 def _config_from_args(args) -> RunConfig:
+    from ppl_vae.bounds import check_memory
     from ppl_vae.data import load_dataset
     from ppl_vae.parts import check_model, check_train
     from ppl_vae.run import model_config_for, program_spec_for
@@ -331,13 +94,13 @@ def _config_from_args(args) -> RunConfig:
 
     # the parts a flag names are checked as soon as their config exists: training's before the data set loads
     train = TrainConfig(
-        epochs=DEFAULTS_TRAIN.epochs if args.epochs is None else args.epochs,
+        epochs=TrainConfig.epochs if args.epochs is None else args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
         optim=args.optim,
         lr_schedule=args.lr_schedule,
         lr_decay=args.lr_decay,
-        elbo=args.elbo or ("enum" if args.family in ("m2", "joint") else DEFAULTS_TRAIN.elbo),
+        elbo=args.elbo or ("enum" if args.family in ("m2", "joint") else TrainConfig.elbo),
         path=args.path,
         num_particles=args.num_particles,
         beta=args.beta,
@@ -346,6 +109,7 @@ def _config_from_args(args) -> RunConfig:
         seed=args.seed,
         device=args.device or "cpu",
         eval_every=args.eval_every,
+        eval_particles=args.epoch_eval_particles,
         labelled=_labelled(args.labelled),
         alpha=args.alpha,
         val_fraction=args.val_fraction,
@@ -376,6 +140,7 @@ def _config_from_args(args) -> RunConfig:
         return RunConfig(program=spec, data=data_config, train=train, evaluation=evaluation)
     options.update(_family_options(args, data))
     model = check_model(model_config_for(data, conditional=args.conditional, **options))
+    check_memory(model, train, evaluation, data.x_train.shape[0], data.x_test.shape[0])
     return RunConfig(model=model, data=data_config, train=train, evaluation=evaluation)
 
 
@@ -436,6 +201,14 @@ RESUME_FIELDS = {
     "eval_every": ("train", "eval_every"),
     "on_nan": ("train", "on_nan"),
     "max_nan_skips": ("train", "max_nan_skips"),
+    "path": ("train", "path"),
+    "val_fraction": ("train", "val_fraction"),
+    "labelled": ("train", "labelled"),
+    "alpha": ("train", "alpha"),
+    "epoch_eval_particles": ("train", "eval_particles"),
+    "eval_memory_mb": ("evaluation", "memory_mb"),
+    "family": ("model", "family"),
+    "classes": ("model", "num_classes"),
     "k": ("evaluation", "k"),
     "eval_particles": ("evaluation", "num_particles"),
     "data": ("data", "name"),
@@ -471,7 +244,7 @@ def _resumed_config(stored: RunConfig, args, given: set[str]) -> tuple[RunConfig
         if section == "model" and sections["model"] is None:
             refused.append(f"--{dest.replace('_', '-')} (the run trains the program {stored.program.path!r})")
             continue
-        sections[section][field] = parse_hidden(value) if dest == "hidden" else value
+        sections[section][field] = {"hidden": parse_hidden, "labelled": _labelled}.get(dest, lambda given: given)(value)
     if "conditional" in given and (stored.model is None or stored.model.num_classes == 0):
         refused.append("--conditional (the run is not conditional)")
     model = None if sections["model"] is None else ModelConfig(**sections["model"])
@@ -500,62 +273,11 @@ def command_evaluate(args) -> None:
     print(f"report: {args.run_dir / 'report.md'}")
 
 
-def _add_compare_kl(commands) -> None:
-    from ppl_vae.lab import ESTIMATORS, LabConfig
-
-    lab = LabConfig()
-    kl = commands.add_parser(
-        "compare-kl",
-        help="Monte Carlo vs analytic KL: ELBO, gradient variance, time, training curves (and scale heads)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    kl.add_argument("--data", default="digits", help="digits | mnist | fashion-mnist | kmnist | path/to/file.npz")
-    kl.add_argument("--data-root", default=None, help="folder of torchvision data sets")
-    kl.add_argument("--download", action="store_true", help="let torchvision download the data set")
-    kl.add_argument("--run", type=Path, default=None, help="study the trained VAE of this run folder (and its data)")
-    _add_trust_flag(kl, "--run")
-    kl.add_argument("--z-dim", type=int, default=None, help="latent dimensions of a fresh VAE [8]")
-    kl.add_argument("--hidden", default=None, help="hidden-layer widths of a fresh VAE, comma-separated [128]")
-    kl.add_argument("--scale-param", default=None, help="head of a fresh VAE: log_scale | log_var | softplus")
-    kl.add_argument("--net", default=None, help="network of a fresh VAE [mlp]")
-    kl.add_argument(
-        "--latent-layers",
-        type=integer_or_text,
-        default=None,
-        help="latent layers of a fresh VAE: 1 (z) or 2 (z2 -> z1 -> x); the classic losses take 1 [1]",
-    )
-    kl.add_argument(
-        "--top-z-dim", type=integer_or_text, default=None, help="dimensions of z2 with --latent-layers 2 [z_dim // 2]"
-    )
-    kl.add_argument(
-        "--estimators",
-        default=None,
-        help=f"objectives to compare, comma-separated [{','.join(ESTIMATORS)}; with --family m2 or joint: "
-        "enum,tracegraph,tracegraph-baseline]",
-    )
-    kl.add_argument(
-        "--family",
-        default="vae",
-        help="vae | m2 | joint: with m2 or joint, compare the estimators of the discrete latent y instead (enumerated "
-        "or sampled): gradient variance of the classifier, encoder and decoder, test accuracy after --epochs",
-    )
-    kl.add_argument("--labelled", type=integer_or_text, default=None, help="--family m2: labelled examples [all]")
-    kl.add_argument("--repetitions", type=int, default=lab.repetitions, help="R: evaluations at fixed parameters")
-    kl.add_argument("--epochs", type=int, default=lab.epochs, help="E: training epochs per estimator (0: none)")
-    kl.add_argument("--batch-size", type=int, default=lab.batch_size, help="fixed minibatch and training batch")
-    kl.add_argument("--lr", type=float, default=lab.lr, help="Adam learning rate")
-    kl.add_argument("--num-particles", type=int, default=lab.num_particles, help="samples of z per example")
-    kl.add_argument("--seed", type=int, default=lab.seed)
-    kl.add_argument("--device", default=lab.device)
-    kl.add_argument("--heads", action="store_true", help="also train each scale head under MC and analytic KL")
-    kl.add_argument("--out", type=Path, default=None, help="output folder [runs/compare-kl-<data>-<time>]")
-    kl.set_defaults(handler=command_compare_kl)
-
-
 def command_compare_kl(args) -> None:
     import time
 
     from ppl_vae import lab
+    from ppl_vae.inputs import require_device
 
     if args.family != "vae":
         return command_compare_discrete(args)
@@ -571,6 +293,7 @@ def command_compare_kl(args) -> None:
         seed=args.seed,
         device=args.device,
     )
+    require_device(settings.device)
     options = {name: getattr(args, name) for name in ("z_dim", "scale_param", "net", "latent_layers", "top_z_dim")}
     options["hidden"] = parse_hidden(args.hidden) if args.hidden is not None else None
     vae, data = lab.prepare(
@@ -652,6 +375,19 @@ ACCURACY_KEYS = ("test_accuracy", "bayes_accuracy", "baseline_accuracy", "cluste
 """The fractions that ``print_metrics`` shows as percentages (``--family m2 | joint``)."""
 
 
+HANDLERS = {
+    "train": command_train,
+    "evaluate": command_evaluate,
+    "compare-kl": command_compare_kl,
+    "sample": cli_use.command_sample,
+    "reconstruct": cli_use.command_reconstruct,
+    "encode": cli_use.command_encode,
+    "traverse": cli_use.command_traverse,
+    "interpolate": cli_use.command_interpolate,
+}
+"""The function that runs each command of :func:`ppl_vae.flags.commands`, called with the parsed ``args``."""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit status: 0 done, 1 training failed (not finite, diverged), 2 bad input, 130
     interrupted (SIGINT) at start-up or in a command other than ``train`` (which handles its own signals, see
@@ -661,12 +397,18 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser()
         args, train_flags = parser.parse_known_args(argv)
         if train_flags and not getattr(args, "takes_train_flags", False):
-            parser.parse_args(argv)  # argparse's own message for the flags it does not know, and exit 2
+            parser.parse_args(argv)  # argparse's own one-line message for the flags it does not know, and exit 2
         args.train_flags = train_flags
         args.argv = argv
+    except SystemExit as exit:  # --help (0) or a flag argparse refuses (2, one line already printed)
+        return exit.code or 0
+    except KeyboardInterrupt:
+        print("\nppl-vae: interrupted", file=sys.stderr)
+        return 130
+    try:
         args.handler(args)
-    except InputError as error:
-        print(f"ppl-vae: error: {error}", file=sys.stderr)
+    except InputError as error:  # its first line: Pyro appends its trace's shapes to an error raised inside a model
+        print(f"ppl-vae: error: {(str(error).splitlines() or [''])[0]}", file=sys.stderr)
         return 2
     except FloatingPointError as error:
         print(f"ppl-vae: error: {error}", file=sys.stderr)

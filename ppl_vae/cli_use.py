@@ -3,13 +3,13 @@
 Each command loads the run (a program run only with ``--trust-program``), calls :mod:`ppl_vae.use` and writes what it
 returns: a PNG (drawn by :mod:`ppl_vae.plots`) or an .npz of arrays, as the ``--out`` suffix says. Images come from
 the run's data set, or ``--data NAME|FILE.npz`` of the same image shape, split ``--split test|train``, observed as in
-evaluation (binarized once with a fixed seed for a binary likelihood). Bad input is one line and exit status 2 (the
+evaluation (binarized once with a fixed seed for a binary likelihood). Their flags are in the table of
+:mod:`ppl_vae.flags`. Bad input is one line and exit status 2 (the
 ``InputError`` that :func:`ppl_vae.cli.main` prints).
 """
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -22,94 +22,18 @@ MAX_TRAVERSE_ROWS = 10
 """Without ``--dims``, ``traverse`` shows this many dimensions at most, the most informative first."""
 
 
-def number_or_text(text: str) -> float | str:
-    """``"3"`` -> ``3.0``; other text is returned as it is, for the check to refuse with the flag's own line."""
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-def add_use_commands(commands) -> None:
-    """The five subcommands, on the parser's ``commands`` (``add_subparsers``)."""
-    from ppl_vae.cli import integer_or_text
-
-    def command(name: str, help_text: str, handler, out_help: str, data: bool = True, labels: bool = True):
-        parser = commands.add_parser(name, help=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-        parser.add_argument("run_dir", type=Path)
-        parser.add_argument("--out", type=Path, default=None, help=out_help)
-        if data:
-            parser.add_argument("--data", default=None, help="data set name or FILE.npz [the run's own]")
-            parser.add_argument("--split", default="test", help="test | train")
-        if labels:
-            parser.add_argument(
-                "--y", type=integer_or_text, default=None, help="the class to decode with (conditional models)"
-            )
-        parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--device", default="cpu")
-        parser.add_argument(
-            "--trust-program",
-            action="store_true",
-            help="allow importing and running the program a run folder names; only for run folders you trust",
-        )
-        parser.set_defaults(handler=handler)
-        return parser
-
-    sample = command(
-        "sample", "images from the prior: pixel means of p(x | z), z ~ p(z)", command_sample, "FILE.png or FILE.npz "
-        "[RUN_DIR/sample.png]", data=False,
-    )  # fmt: skip
-    sample.add_argument("--n", type=integer_or_text, default=64, help="images")
-    sample.add_argument("--draw", action="store_true", help="draws x ~ p(x | z) instead of pixel means")
-
-    recon = command(
-        "reconstruct", "images above their reconstructions; the npz adds each image's ELBO and log p(x)",
-        command_reconstruct, "FILE.png or FILE.npz [RUN_DIR/reconstruct.png]", labels=False,
-    )  # fmt: skip
-    recon.add_argument("--n", type=integer_or_text, default=None, help="images: the first N of the split [16]")
-    recon.add_argument("--k", type=integer_or_text, default=1000, help="importance samples for log p(x) (npz)")
-    recon.add_argument("--eval-particles", type=integer_or_text, default=100, help="samples for the ELBO (npz)")
-
-    encode = command(
-        "encode", "loc and scale of q(z | x) per latent site, for every example, into an npz", command_encode,
-        "FILE.npz (required)", labels=False,
-    )  # fmt: skip
-    encode.add_argument("--batch-size", type=integer_or_text, default=256)
-    encode.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-    traverse = command(
-        "traverse", "vary one latent dimension at a time around a base code", command_traverse,
-        "FILE.png or FILE.npz [RUN_DIR/traverse.png]",
-    )  # fmt: skip
-    traverse.add_argument(
-        "--dims", default=None, help=f"dimensions, e.g. 0,1,2 [up to {MAX_TRAVERSE_ROWS}, active first, by KL]"
-    )
-    traverse.add_argument("--range", type=number_or_text, default=3.0, help="prior standard deviations either side")
-    traverse.add_argument("--steps", type=integer_or_text, default=9)
-    traverse.add_argument(
-        "--base", type=integer_or_text, default=None, help="index of an image whose code to vary [the prior mean]"
-    )
-
-    interpolate = command(
-        "interpolate", "decode codes on the way between two images' codes", command_interpolate,
-        "FILE.png or FILE.npz [RUN_DIR/interpolate.png]",
-    )  # fmt: skip
-    interpolate.add_argument("--a", type=integer_or_text, required=True, help="index of the first image")
-    interpolate.add_argument("--b", type=integer_or_text, required=True, help="index of the second image")
-    interpolate.add_argument("--steps", type=integer_or_text, default=10)
-    interpolate.add_argument("--spherical", action="store_true", help="along the great circle, norms linear")
-
-
 # --- shared steps --------------------------------------------------------------------------------------------------
 class Loaded:
     """A run loaded for a command: ``config``, ``trained``, ``program`` (as a UserProgram), ``image_shape``,
     ``num_classes`` and the code site's name for titles."""
 
     def __init__(self, args):
+        from ppl_vae.config import require_seed
         from ppl_vae.programs import as_user_program
         from ppl_vae.run import load, load_config
         from ppl_vae.train import seed_everything
 
+        require_seed(args.seed)  # before the run loads: a bad seed is the error a person sees first
         self.config = load_config(args.run_dir)
         self.trained = load(args.run_dir, device=args.device, trust_program=args.trust_program)
         self.program = as_user_program(self.trained)
@@ -131,8 +55,8 @@ class Loaded:
         """The split's observed images ``(N, D)``, their labels for a model that takes them (``None`` otherwise), the
         data's name, and the split's labels whatever the model (``None`` for a data set without labels)."""
         from ppl_vae.evaluate import observed_test_set
+        from ppl_vae.inputs import require_classes
         from ppl_vae.run import load_data
-        from ppl_vae.use import require_classes
 
         if self.args.split not in SPLITS:
             raise InputError(f"--split {self.args.split!r}: expected one of {', '.join(SPLITS)}")
@@ -147,7 +71,7 @@ class Loaded:
 
     def one_class(self) -> int | None:
         """``--y`` checked against the model: a class of a conditional model, absent for any other."""
-        from ppl_vae.use import require_classes
+        from ppl_vae.inputs import require_classes
 
         y = self.args.y
         if y is None:
@@ -241,7 +165,7 @@ def command_encode(args) -> None:
 
 def command_traverse(args) -> None:
     from ppl_vae import plots, use
-    from ppl_vae.cli import integer_or_text
+    from ppl_vae.flags import integer_or_text
 
     run = Loaded(args)
     path = run.out("traverse.png")

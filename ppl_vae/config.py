@@ -30,6 +30,26 @@ from typing import Any
 
 from ppl_vae.errors import InputError
 
+MAX_SEED = 2**32 - 1
+"""Seeds run from 0 to ``2**32 - 1``: what ``pyro.set_rng_seed`` (NumPy's ``np.random.seed``) accepts."""
+
+MAX_EPOCHS = 100_000
+"""Upper bound of ``--epochs`` (and of ``compare-kl``'s): at the fastest, a digits epoch takes about 0.1 s, so this is
+hours of training; a larger count is a typo that would otherwise run until killed."""
+
+MAX_SAMPLES = 100_000
+"""Upper bound of every count of samples per example (``--k``, ``--eval-particles``, ``--num-particles``,
+``--epoch-eval-particles``, ``--draws``, ``--repetitions``): twenty times the largest ``k`` of the IWAE literature
+(5,000), and on MNIST's 10,000 test images already 10^9 decoder passes, hours on a CPU. Memory is bounded by chunking
+(:data:`ppl_vae.evaluate.MAX_ELEMENTS`); time is bounded here."""
+
+MAX_LAYERS = 64
+"""Upper bound of the number of hidden layers (``--hidden``) and of ``--flow-layers``: each is a module built in
+Python; deeper MLPs or flows than this are beyond what the built-in VAE is meant for (write a program)."""
+
+MAX_STEPS = 1_000_000
+"""Upper bound of ``--gap-steps`` (SVI steps per example of the inference gap)."""
+
 
 def require(condition: bool, message: str) -> None:
     """Raise an :class:`InputError` with ``message`` unless ``condition`` holds."""
@@ -37,11 +57,37 @@ def require(condition: bool, message: str) -> None:
         raise InputError(message)
 
 
+MAX_INT = 2**63 - 1
+"""No integer of a configuration exceeds torch's largest (int64); sizes are bounded far lower by memory, see
+:mod:`ppl_vae.bounds`."""
+
+
 def require_int(value: Any, flag: str, least: int = 1) -> None:
-    """``value`` must be an integer (not a bool) of at least ``least``; the message names ``flag``."""
+    """``value`` must be an integer (not a bool) from ``least`` to :data:`MAX_INT`; the message names ``flag``."""
     require(
         isinstance(value, int) and not isinstance(value, bool) and value >= least,
         f"{flag} must be an integer >= {least}, got {value!r}",
+    )
+    require_at_most(value, flag, MAX_INT, "2^63 - 1, torch's largest integer")
+
+
+def require_at_most(value: int, flag: str, most: int, why: str) -> None:
+    """An integer already checked by :func:`require_int` must not exceed ``most``; ``why`` says where the bound
+    comes from."""
+    require(value <= most, f"{flag} must be at most {most:,} ({why}), got {value:,}")
+
+
+def require_samples(value: Any, flag: str) -> None:
+    """A count of samples per example: an integer from 1 to :data:`MAX_SAMPLES`."""
+    require_int(value, flag)
+    require_at_most(value, flag, MAX_SAMPLES, "samples per example; more would take hours")
+
+
+def require_seed(value: Any, flag: str = "--seed") -> None:
+    """An integer from 0 to :data:`MAX_SEED` (not a bool)."""
+    require(
+        isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SEED,
+        f"{flag} must be an integer from 0 to {MAX_SEED} (2^32 - 1), got {value!r}",
     )
 
 
@@ -156,6 +202,7 @@ class ModelConfig:
         require_int(self.z_dim, "--z-dim")
         for width in self.hidden:
             require_int(width, "--hidden widths")
+        require_at_most(len(self.hidden), "--hidden layers", MAX_LAYERS, "modules built one by one")
         require_image_shape(self.x_dim, self.image_shape)
         for name, flag in PART_NAME_FLAGS.items():
             require_name(getattr(self, name), flag)
@@ -163,6 +210,7 @@ class ModelConfig:
         require_int(self.prior_components, "--prior-components")
         require_int(self.rank, "--rank")
         require_int(self.flow_layers, "--flow-layers")
+        require_at_most(self.flow_layers, "--flow-layers", MAX_LAYERS, "modules built one by one")
         require_int(self.num_classes, "num_classes (0: not conditional)", least=0)
         _check_latent_layers(self)
         _check_family(self)
@@ -302,14 +350,12 @@ class TrainConfig:
 
     def __post_init__(self):
         require_int(self.epochs, "--epochs")
+        require_at_most(self.epochs, "--epochs", MAX_EPOCHS, "hours of training even on the digits")
         require_int(self.batch_size, "--batch-size")
-        require_int(self.num_particles, "--num-particles")
+        require_samples(self.num_particles, "--num-particles")
         require_int(self.eval_every, "--eval-every")
-        require_int(self.eval_particles, "--eval-particles")
-        require(
-            isinstance(self.seed, int) and not isinstance(self.seed, bool),
-            f"--seed must be an integer, got {self.seed!r}",
-        )
+        require_samples(self.eval_particles, "--epoch-eval-particles")
+        require_seed(self.seed)
         require_positive(self.lr, "--lr")
         for name, flag in TRAIN_PART_NAME_FLAGS.items():
             require_name(getattr(self, name), flag)
@@ -394,8 +440,8 @@ class EvalConfig:
     memory_mb: float | None = None
 
     def __post_init__(self):
-        require_int(self.k, "--k")
-        require_int(self.num_particles, "--eval-particles")
+        require_samples(self.k, "--k")
+        require_samples(self.num_particles, "--eval-particles")
         if self.memory_mb is not None:
             check_memory_mb(self.memory_mb)
 

@@ -256,6 +256,13 @@ def _torchvision_loader(name: str, class_name: str) -> Loader:
         try:
             train, test = [source(root, train=is_train, download=download) for is_train in (True, False)]
         except RuntimeError as err:
+            if str(err).startswith("Error downloading"):  # torchvision tried every mirror: offline, or blocked
+                reasons = [line for line in str(err).splitlines() if line.startswith("<")]
+                reason = f" ({reasons[-1].strip('<>')})" if reasons else ""
+                raise InputError(
+                    f"could not download data set {name!r} into {root / class_name / 'raw'}{reason}: check the "
+                    "network, or copy its IDX files there"
+                ) from None
             if "Dataset not found" not in str(err):
                 raise
             raise InputError(

@@ -30,6 +30,7 @@ import torch
 from ppl_vae.data import Dataset, binarize_fixed
 from ppl_vae.errors import InputError
 from ppl_vae.eval_memory import ChunkPlan
+from ppl_vae.inputs import require_count
 from ppl_vae.programs import (
     ProgramSites,
     UserProgram,
@@ -137,13 +138,25 @@ def per_example(
     memory_mb: float | None = None,
 ) -> torch.Tensor:
     """``reduce(model, guide, x_batch, args_batch, sites, plan)`` over the :func:`planned_batches` of ``batch_size``
-    examples, concatenated: ``(N,)``."""
-    batches, sites, plan = planned_batches(model, guide, x, args, batch_size, data_plate, max_elements, memory_mb)
-    return torch.cat([reduce(model, guide, xb, argsb, sites, plan) for xb, argsb in batches])
+    examples, concatenated: ``(N,)``.
+
+    A distribution that refuses its value or parameters (Pyro's validation: grey levels for a Bernoulli likelihood,
+    a label out of range) is an :class:`InputError` with the first line of Pyro's message."""
+    require_count(batch_size, "batch_size")
+    try:
+        batches, sites, plan = planned_batches(model, guide, x, args, batch_size, data_plate, max_elements, memory_mb)
+        return torch.cat([reduce(model, guide, xb, argsb, sites, plan) for xb, argsb in batches])
+    except ValueError as error:
+        if isinstance(error, InputError):
+            raise
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise InputError(f"the model cannot score x: {reason}") from None
 
 
 def check_extra_args(x: torch.Tensor, args: tuple) -> None:
     """Labels given as the programs' argument must have one entry per example of ``x``."""
+    if not isinstance(x, torch.Tensor) or x.dim() == 0:
+        raise InputError(f"x must be a tensor of examples (N, ...), got {type(x).__name__}")
     if x.shape[0] == 0:
         raise InputError("x holds no examples: evaluation needs at least one")
     for arg in args:
@@ -169,6 +182,8 @@ def log_weights_per_example(
     """All ``k`` log importance weights of every example, ``(N, k)``, nats; the draws and chunks are those of
     :func:`iwae_log_likelihood` (same seed, same numbers). Holds ``N x k`` values: for diagnostics that need every
     weight of an example (effective sample size, Pareto k-hat), not for the IWAE mean, which needs one chunk."""
+
+    require_count(k, "k")
 
     def reduce(model, guide, xb, argsb, sites, plan):
         return torch.cat(list(_chunked_log_weights(model, guide, xb, argsb, k, plan, sites)), dim=0).T
@@ -200,6 +215,8 @@ def elbo(
     the same numbers for any budget, up to rounding).
     """
 
+    require_count(num_particles, "num_particles")
+
     def reduce(model, guide, xb, argsb, sites, plan):
         chunks = _chunked_log_weights(model, guide, xb, argsb, num_particles, plan, sites)
         return sum(lw.sum(0) for lw in chunks) / num_particles
@@ -230,6 +247,8 @@ def iwae_log_likelihood(
     ``args``, ``y``, ``data_plate``, ``memory_mb``: as in :func:`elbo` (with labels the estimate is of
     ``log p(x | y)``).
     """
+
+    require_count(k, "k")
 
     def reduce(model, guide, xb, argsb, sites, plan):
         running = None  # follows the log weights' dtype and device, not x's (x may hold integers)

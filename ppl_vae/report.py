@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from ppl_vae.checkpoint import atomic_write, save_json
-from ppl_vae.config import require_int
+from ppl_vae.config import MAX_STEPS, require_at_most, require_int, require_samples
 from ppl_vae.data import Dataset
 from ppl_vae.diagnostics import ACTIVE_UNIT_THRESHOLD, MIN_KHAT_SAMPLES, check_samples, diagnose
 from ppl_vae.errors import InputError
@@ -75,7 +75,9 @@ class ReportConfig:
     def __post_init__(self):
         require_int(self.gap_examples, "--gap-examples", least=0)
         require_int(self.gap_steps, "--gap-steps")
+        require_at_most(self.gap_steps, "--gap-steps", MAX_STEPS, "SVI steps per example")
         require_int(self.draws, "--draws", least=MIN_KHAT_SAMPLES)  # PSIS needs that many draws
+        require_samples(self.draws, "--draws")
 
 
 def write_report(

@@ -40,6 +40,7 @@ APPLIED = frozenset(
         "data.download",
         "evaluation.k",
         "evaluation.num_particles",
+        "evaluation.memory_mb",
     }
 )
 """The config fields (``section.field``) that a resume may change: none of them changes the numbers of training."""
@@ -48,6 +49,7 @@ FLAGS = {
     "data.name": "--data",
     "data.root": "--data-root",
     "evaluation.num_particles": "--eval-particles",
+    "evaluation.memory_mb": "--eval-memory-mb",
     "model.num_classes": "--conditional (number of classes)",
     "program.path": "--program",
     "program.args": "--program-arg",

@@ -40,6 +40,7 @@ import pyro
 import torch
 
 from ppl_vae import resume as resume_module
+from ppl_vae.bounds import check_memory
 from ppl_vae.checkpoint import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -53,6 +54,7 @@ from ppl_vae.data import Dataset, load_dataset, validation_split
 from ppl_vae.environment import ENVIRONMENT_FILE, environment
 from ppl_vae.errors import InputError
 from ppl_vae.evaluate import elbo, iwae_log_likelihood, program_test_set
+from ppl_vae.inputs import require_device
 from ppl_vae.parts import check_run
 from ppl_vae.programs import UserProgram, as_user_program
 from ppl_vae.report import ReportConfig, write_report
@@ -79,6 +81,8 @@ def load_config(run_dir: str | Path) -> RunConfig:
     """The :class:`RunConfig` stored in a run folder, its parts checked (:func:`ppl_vae.parts.check_run`): a
     hand-edited ``config.json`` naming a part that does not exist, or one that refuses the rest of the config, fails
     here with one line."""
+    if not isinstance(run_dir, (str, os.PathLike)):
+        raise InputError(f"a run folder is a path (str or pathlib.Path), got {run_dir!r}")
     path = read_run_folder(run_dir) / CONFIG_FILE
     try:
         return check_run(RunConfig.from_json(path.read_text(encoding="utf-8")))
@@ -128,6 +132,7 @@ def load(run_dir: str | Path, device: str | torch.device = "cpu", *, trust_progr
     :class:`~ppl_vae.vae.VAE` of a built-in run, the :class:`~ppl_vae.programs.UserProgram` of a program run
     (whose build function is imported and called only with ``trust_program=True``)."""
     config = load_config(run_dir)
+    require_device(device)  # before the checkpoint is read: torch would blame the checkpoint for a bad device
     require_trusted(run_dir, config, trust_program)
     trained = build_trained(config)
     _load_weights(trained, run_dir, device, config)
@@ -188,6 +193,7 @@ def train_run(
     would otherwise be refused by the guards (:mod:`ppl_vae.guards`), as they would train instead of the program's.
     """
     run_dir = Path(run_dir)
+    require_device(config.train.device)
     if resume:
         stored = load_config(run_dir)
         if config.train.lr_horizon is None:  # fixed when the run started; None asks for that one
@@ -203,6 +209,8 @@ def train_run(
             raise InputError(f"{', '.join(refused)}: only a resumed run can refuse these")
         require_new_run_folder(run_dir)
     data = load_data(config)
+    if config.model is not None:  # one line before anything is written, where the run cannot fit in memory
+        check_memory(config.model, config.train, config.evaluation, data.x_train.shape[0], data.x_test.shape[0])
     started = stored.train.lr_horizon if resume else None
     train = config.train
     trained_on = validation_split(data, train.val_fraction, train.seed) if train.val_fraction else data
@@ -388,6 +396,8 @@ def evaluate_run(
     config = load_config(run_dir)
     trained = load(run_dir, device=device, trust_program=trust_program)
     data = load_data(config)
+    if config.model is not None:  # one line, where the new k or particles cannot fit
+        check_memory(config.model, config.train, evaluation, data.x_train.shape[0], data.x_test.shape[0])
     if report is not None:
         report.check(evaluation.k, data.x_test.shape[0])
     read_metrics(run_dir / METRICS_FILE)  # before the evaluation: a damaged file or a read-only folder fails at once

@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 from ppl_vae.diagnostics import latent_usage
 from ppl_vae.errors import InputError
 from ppl_vae.evaluate import Estimate, check_extra_args, elbo, iwae_log_likelihood
+from ppl_vae.inputs import check_tensor, first_parameter, require_binary, require_classes
 from ppl_vae.latent_sites import ACTIVE_UNIT_THRESHOLD
 from ppl_vae.programs import (
     ProgramSites,
@@ -140,26 +141,32 @@ def require_span(value, flag: str = "--range") -> float:
     return float(value)
 
 
-def require_classes(y: torch.Tensor, num_classes: int, flag: str) -> torch.Tensor:
-    """Labels ``y`` must be integers from 0 to ``num_classes - 1``."""
-    if y.is_floating_point() or y.dtype == torch.bool or not bool(((y >= 0) & (y < num_classes)).all()):
-        shown = y.unique()[:10].tolist()
-        raise InputError(f"{flag} {shown}: expected class labels from 0 to {num_classes - 1}")
-    return y.to(torch.int64)
+def _checked(trained: VAE | UserProgram, value, name: str, what: str) -> torch.Tensor:
+    """Images ``x`` (``name="x"``) or codes ``z`` checked for ``trained`` (:func:`ppl_vae.inputs.check_tensor`):
+    ``(N, width)`` floats of the parameters' dtype; for the built-in VAE of its width and finite (a program may mark
+    missing pixels with NaN)."""
+    builtin = isinstance(trained, VAE)
+    width = (trained.config.x_dim if name == "x" else trained.config.z_dim) if builtin else None
+    like = first_parameter(as_user_program(trained).modules)
+    return check_tensor(value, name, what, width, like, finite=builtin)
 
 
-def _label_args(program: UserProgram, y, what: str) -> tuple:
-    """``(y,)`` for a program that takes labels, ``()`` for one that does not; one line where they do not fit."""
+def _label_args(trained: VAE | UserProgram, y, what: str) -> tuple:
+    """``(y,)`` for a program that takes labels, ``()`` for one that does not; one line where they do not fit (for
+    the built-in VAE, labels outside its classes too)."""
+    program = as_user_program(trained)
     if program.labels and y is None:
         raise InputError(f"{what}: this model is conditional on class labels: give them (--y CLASS)")
     if not program.labels and y is not None:
         raise InputError(f"{what}: this model takes no class labels: leave out --y")
+    if y is not None and isinstance(trained, VAE):
+        require_classes(torch.as_tensor(y), trained.config.num_classes, f"{what}: y")
     return () if y is None else (y,)
 
 
-def _labels_for(program: UserProgram, y, count: int, what: str, device) -> tuple:
+def _labels_for(trained: VAE | UserProgram, y, count: int, what: str, device) -> tuple:
     """:func:`_label_args` with one class (an int or a 0-d tensor) repeated ``count`` times."""
-    args = _label_args(program, y, what)
+    args = _label_args(trained, y, what)
     if args:
         args = (torch.as_tensor(args[0], device=device).expand(count) if torch.as_tensor(y).dim() == 0 else y,)
     return args
@@ -178,7 +185,7 @@ def sample(trained: VAE | UserProgram, n: int, y: int | torch.Tensor | None = No
     built-in VAE only); ``y`` one class, or ``(n,)`` classes."""
     require_count(n, "--n")
     program = as_user_program(trained)
-    args = _labels_for(program, y, n, "sample", program.device)
+    args = _labels_for(trained, y, n, "sample", program.device)
     if isinstance(trained, VAE):
         return trained.sample(n, *args, draw=draw)
     if draw:
@@ -190,7 +197,8 @@ def sample(trained: VAE | UserProgram, n: int, y: int | torch.Tensor | None = No
 def reconstruct(trained: VAE | UserProgram, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
     """``(B, D)``: the pixel means of p(x | z = E_q[z | x] [, y]) of ``x`` ``(B, D)``."""
     program = as_user_program(trained)
-    args = _label_args(program, y, "reconstruct")
+    args = _label_args(trained, y, "reconstruct")
+    x = _checked(trained, x, "x", "reconstruct")
     return _need(program, "reconstruct", "nothing to reconstruct with")(x, *args)
 
 
@@ -200,7 +208,10 @@ def scores(
     """The ELBO (``num_particles`` draws) and the IWAE estimate of log p(x) (``k`` draws) of each example of ``x``,
     nats: :func:`ppl_vae.evaluate.elbo` then :func:`ppl_vae.evaluate.iwae_log_likelihood` (same seed, same numbers)."""
     program = as_user_program(trained)
-    args = _label_args(program, y, "reconstruct")
+    args = _label_args(trained, y, "scores")
+    x = _checked(trained, x, "x", "scores")
+    if program.binary:
+        require_binary(x, "scores")
     return (
         elbo(program.model, program.guide, x, num_particles=num_particles, args=args),
         iwae_log_likelihood(program.model, program.guide, x, k=k, args=args),
@@ -211,7 +222,8 @@ def program_sites(trained: VAE | UserProgram, x: torch.Tensor, y: torch.Tensor |
     """The :class:`~ppl_vae.programs.ProgramSites` of ``trained`` on (the first examples of) ``x``; its
     ``latent[0]`` is the code site that traverse and interpolate walk."""
     program = as_user_program(trained)
-    args = _label_args(program, y, "encode")
+    args = _label_args(trained, y, "encode")
+    x = _checked(trained, x, "x", "encode")
     check_extra_args(x, args)
     size = min(x.shape[0], 256)
     return inspect_programs(program.model, program.guide, x[:size], *split_args(args, x.shape[0], 0, size))
@@ -229,7 +241,7 @@ def encode(
     ``batch_size`` examples at a time (memory: one batch through the guide, plus the ``N x U`` results), with a tqdm
     bar over the batches when ``progress``. See the module's docstring for what they are."""
     program = as_user_program(trained)
-    args = _label_args(program, y, "encode")
+    args = _label_args(trained, y, "encode")
     sites = program_sites(trained, x, y)
     parts = {name: ([], []) for name in sites.latent}
     batches = example_batches(x, args, batch_size)
@@ -254,7 +266,8 @@ def decode(trained: VAE | UserProgram, z: torch.Tensor, y: int | torch.Tensor | 
     """``(B, D)``: the pixel means of p(x | z [, y]) for codes ``z`` ``(B, U)`` of the code site; ``y`` one class
     or ``(B,)`` classes."""
     program = as_user_program(trained)
-    args = _labels_for(program, y, z.shape[0], "decode", z.device)
+    z = _checked(trained, z, "z", "decode")
+    args = _labels_for(trained, y, z.shape[0], "decode", z.device)
     return _need(program, "decode", "traverse and interpolate decode codes with it")(z, *args)
 
 
@@ -273,7 +286,7 @@ def prior_moments(
         return prior.mean, prior.stddev
     program = as_user_program(trained)
     sites = program_sites(trained, x, y)
-    args = split_args(_label_args(program, y, "prior"), x.shape[0], 0, PRIOR_DRAWS)
+    args = split_args(_label_args(trained, y, "prior"), x.shape[0], 0, PRIOR_DRAWS)
     xb = x[:PRIOR_DRAWS]
     site = prior_trace(program.model, xb, PRIOR_DRAWS, *args, sites=sites).nodes[sites.latent[0]]
     draws = site_units(site["value"], site["fn"].event_dim, sites.latent[0], sites, (PRIOR_DRAWS, xb.shape[0]))
@@ -289,7 +302,7 @@ def dimension_order(
     active first, then by decreasing KL term (closed form where one exists, else Monte Carlo), or by decreasing
     activity where the KL does not split per dimension."""
     program = as_user_program(trained)
-    args = _label_args(program, y, "traverse")
+    args = _label_args(trained, y, "traverse")
     x, args = x[:ORDER_EXAMPLES], split_args(args, x.shape[0], 0, ORDER_EXAMPLES)
     usage = next(iter(latent_usage(program.model, program.guide, x, k=k, args=args).values()))
     if usage.activity is None:

@@ -54,9 +54,11 @@ import torch.nn.functional as F
 from pyro import distributions as dist
 from torch import nn
 
+from ppl_vae.bounds import check_memory
 from ppl_vae.config import ModelConfig
 from ppl_vae.errors import InputError
 from ppl_vae.guides import GUIDES, DiagonalNormalGuide
+from ppl_vae.inputs import check_tensor, first_parameter, require_count
 from ppl_vae.likelihoods import LIKELIHOODS
 from ppl_vae.nets import NETS
 from ppl_vae.parts import check_model
@@ -79,7 +81,8 @@ class VAE(nn.Module):
 
     Raises:
         InputError: a part ``config`` names is not registered or does not accept ``config``
-            (:func:`ppl_vae.parts.check_model`).
+            (:func:`ppl_vae.parts.check_model`), or its weights would not fit in memory
+            (:func:`ppl_vae.bounds.check_memory`).
     """
 
     def __init__(self, config: ModelConfig):
@@ -87,6 +90,7 @@ class VAE(nn.Module):
         if config.family != "vae":
             raise InputError(f"VAE builds --family vae; --family {config.family} is ppl_vae.semisupervised's")
         self.config = check_model(config)
+        check_memory(config)  # one line, not the allocator's failure, for sizes whose weights cannot fit
         self.pyro_name = f"vae{next(_instance_ids)}"
         self.likelihood = LIKELIHOODS.get(config.likelihood)(config)
         self.encoder = GUIDES.get(config.guide)(_encoder_config(config))
@@ -130,17 +134,22 @@ class VAE(nn.Module):
     # --- the same parts as plain functions -------------------------------------------------------------------
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``loc`` and ``scale`` of the guide's diagonal Normal, each ``(B, z_dim)`` for ``x`` of shape ``(B, D)`` (of
-        q(z1 | x) with two latent layers)."""
+        q(z1 | x) with two latent layers). ``x`` is checked: floats of the parameters' dtype, finite, ``D`` wide."""
+        x = check_tensor(x, "x", "encode", self.config.x_dim, first_parameter(self))
         return self.encoder.loc_and_scale(self._with_labels(x, y))
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> dist.TorchDistribution:
-        """p(x | z [, y]) for ``z`` of shape ``(..., z_dim)``: batch shape ``(...)``, event shape ``(D,)``."""
+        """p(x | z [, y]) for ``z`` of shape ``(..., z_dim)``: batch shape ``(...)``, event shape ``(D,)``. (The model
+        calls it at every step: only the width is checked, which costs no pass over ``z``.)"""
+        if not isinstance(z, torch.Tensor) or z.dim() == 0 or z.shape[-1] != self.config.z_dim:
+            shown = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+            raise InputError(f"decode: z must have shape (..., {self.config.z_dim}), got {shown}")
         return self.likelihood.dist(self.decoder(self._with_labels(z, y)))
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """The mean of p(x | z = loc(x)): ``(B, D)``, in the data's units (pixel probabilities for Bernoulli)."""
-        loc, _ = self.encode(x, y)
+        loc, _ = self.encode(x, y)  # checks x
         return self.decode(loc, y).mean
 
     @torch.no_grad()
@@ -151,6 +160,7 @@ class VAE(nn.Module):
         ``y`` (conditional VAE only): one class for every sample, or ``(num_samples,)`` classes. ``draw=True``: one
         draw ``x ~ p(x | z [, y])`` per ``z`` instead of the pixel means (0/1 pixels for a Bernoulli likelihood).
         """
+        require_count(num_samples, "sample: num_samples")
         z = self.prior.dist().sample((num_samples,))
         if self.prior_z1 is not None:
             z = self.prior_z1.dist(z).sample()
@@ -173,7 +183,11 @@ class VAE(nn.Module):
             )
         if y is None:
             return inputs
-        one_hot = F.one_hot(y, classes).to(inputs.dtype)
+        try:  # F.one_hot checks the labels' type and range (one pass, which it makes anyway)
+            one_hot = F.one_hot(y, classes).to(inputs.dtype)
+        except (RuntimeError, TypeError):
+            shown = y.unique()[:10].tolist() if isinstance(y, torch.Tensor) else y
+            raise InputError(f"labels y {shown}: expected int64 class labels from 0 to {classes - 1}") from None
         return torch.cat([inputs, one_hot.expand(*inputs.shape[:-1], classes)], dim=-1)
 
 

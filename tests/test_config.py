@@ -91,6 +91,13 @@ def test_a_config_written_before_the_optimizer_options_loads_with_their_defaults
         ({"lr_factors": "decoder"}, "lr_factors must map parameter-name prefixes to factors"),
         ({"latent_sites": "z"}, "latent_sites must be a list of site names"),
         ({"latent_sites": ["z", "z"]}, "latent_sites must hold distinct, non-empty site names"),
+        ({"seed": -1}, r"--seed must be an integer from 0 to 4294967295 \(2\^32 - 1\), got -1"),
+        ({"seed": 2**32}, "--seed must be an integer from 0 to 4294967295 .*, got 4294967296"),
+        ({"seed": True}, "--seed must be an integer from 0 to 4294967295 .*, got True"),
+        ({"epochs": 100_001}, "--epochs must be at most 100,000 .*, got 100,001"),
+        ({"num_particles": 10**9}, "--num-particles must be at most 100,000 .*, got 1,000,000,000"),
+        ({"eval_particles": 0}, "--epoch-eval-particles must be an integer >= 1, got 0"),
+        ({"batch_size": True}, "--batch-size must be an integer >= 1, got True"),
     ],
 )
 def test_bad_training_options_are_named(options, message):
@@ -191,3 +198,28 @@ print(json.dumps(sorted(name for name in sys.modules if name.startswith(("ppl_va
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == ["ppl_vae", "ppl_vae.config", "ppl_vae.errors"]
+
+
+def test_the_largest_seed_and_counts_are_accepted():
+    """The bounds are inclusive: 2^32 - 1 is a seed pyro.set_rng_seed takes."""
+    import pyro
+
+    config = TrainConfig(seed=2**32 - 1, epochs=100_000, num_particles=100_000)
+    pyro.set_rng_seed(config.seed)
+    assert EvalConfig(k=100_000, num_particles=100_000).k == 100_000
+
+
+@pytest.mark.parametrize(
+    ("kind", "options", "message"),
+    [
+        (EvalConfig, {"k": 10**6}, "--k must be at most 100,000"),
+        (EvalConfig, {"num_particles": 100_001}, "--eval-particles must be at most 100,000"),
+        (ModelConfig, {"flow_layers": 65}, "--flow-layers must be at most 64"),
+        (ModelConfig, {"hidden": (8,) * 65}, "--hidden layers must be at most 64"),
+        (ModelConfig, {"z_dim": True}, "--z-dim must be an integer >= 1, got True"),
+    ],
+)
+def test_bounds_of_counts(kind, options, message):
+    sized = {"x_dim": 64, "image_shape": (1, 8, 8)} if kind is ModelConfig else {}
+    with pytest.raises(InputError, match=message):
+        kind(**sized, **options)

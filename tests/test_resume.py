@@ -37,7 +37,7 @@ def error_line(capsys):
 
 
 def test_given_options_are_those_typed_not_the_defaults():
-    assert given_options(["train", "--resume", "--out", "r", "--lr", "0.001", "--epo", "3"]) == {
+    assert given_options(["train", "--resume", "--out", "r", "--lr", "0.001", "--epochs", "3"]) == {
         "resume",
         "out",
         "lr",
@@ -52,8 +52,8 @@ def test_changes_that_would_change_the_numbers_are_refused_in_one_line_naming_ea
     assert error_line(capsys) == (
         f"ppl-vae: error: cannot resume '{run_dir}' with other numbers than it was trained with: --z-dim 2 -> 3, "
         "--elbo 'trace' -> 'iwae', --lr 0.001 -> 0.01, --seed 0 -> 1, --conditional (the run is not conditional) (a "
-        "resume may change only --data-root, --device, --download, --epochs, --eval-particles, --k, --max-nan-skips, "
-        "--on-nan, --path; start a new run with another --out to change the rest)"
+        "resume may change only --data-root, --device, --download, --epochs, --eval-memory-mb, --eval-particles, --k, "
+        "--max-nan-skips, --on-nan, --path; start a new run with another --out to change the rest)"
     )
     assert (run_dir / "config.json").read_text() == before  # nothing written
     assert main(["train", "--resume", "--out", str(run_dir), "--lr", "0.001", "--batch-size", "64"]) == 0  # the same

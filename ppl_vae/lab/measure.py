@@ -31,7 +31,7 @@ import torch.distributions as td
 from pyro.poutine.messenger import Messenger
 from torch import nn
 
-from ppl_vae.config import TrainConfig, require, require_int
+from ppl_vae.config import MAX_EPOCHS, TrainConfig, require, require_at_most, require_samples
 from ppl_vae.data import Dataset
 from ppl_vae.objectives import OBJECTIVES, TrainingStep, make_step
 from ppl_vae.programs import (
@@ -73,6 +73,10 @@ class LabConfig:
     eval_particles: int = 10
 
     def __post_init__(self):
+        require(
+            isinstance(self.estimators, (list, tuple)) and all(isinstance(name, str) for name in self.estimators),
+            f"--estimators must be objective names, e.g. trace,meanfield, got {self.estimators!r}",
+        )
         object.__setattr__(self, "estimators", tuple(self.estimators))
         require(len(self.estimators) >= 1, "--estimators must name at least one objective")
         require(len(set(self.estimators)) == len(self.estimators), f"--estimators repeats a name: {self.estimators}")
@@ -82,11 +86,13 @@ class LabConfig:
             isinstance(self.repetitions, int) and self.repetitions >= 2,
             f"--repetitions must be an integer >= 2 (a variance needs two draws), got {self.repetitions!r}",
         )
+        require_samples(self.repetitions, "--repetitions")
         require(
             isinstance(self.epochs, int) and not isinstance(self.epochs, bool) and self.epochs >= 0,
             f"--epochs must be an integer >= 0, got {self.epochs!r}",
         )
-        require_int(self.eval_particles, "--eval-particles")
+        require_at_most(self.epochs, "--epochs", MAX_EPOCHS, "hours of training even on the digits")
+        require_samples(self.eval_particles, "--eval-particles")
         self.train_config("trace")  # checks batch size, lr, particles, seed and device the way fit() will
 
     def train_config(self, estimator: str) -> TrainConfig:
