@@ -1,4 +1,4 @@
-"""What a user pays for training and evaluating the VAE with ppl_vae, against the plain torch loop written by hand.
+"""What a user pays for training the VAE with ppl_vae, against the plain torch loop written by hand.
 
     PYTHONPATH=. python benchmarks/epoch_speed.py --threads 1 --out results.json
     PYTHONPATH=. python benchmarks/epoch_speed.py --quick --out quick.json          # the target rows, a few minutes
@@ -48,10 +48,8 @@ runner's (0 MB). ``--memory none`` skips it.
     mlp-784-400-50-b1024   digits28, MLP 784-400-50, batch 1024 (two steps per epoch, the second of 473 images;
                            ``jit`` drops that short batch, as ``ppl-vae train`` does)
 
-**IWAE evaluation**: :func:`ppl_vae.iwae_log_likelihood` with ``--iwae-k`` samples over ``--iwae-examples`` test
-examples (the configuration's test images repeated, binarized once) against a hand-written vectorized IWAE of the same
-network and weights in this file (encoder -> loc, scale; k samples in chunks; a running logsumexp), both with the same
-example batches and the same memory budget per chunk; examples per second, taking turns over ``--iwae-rounds``.
+**Evaluation** is not measured here: ``benchmarks/eval_speed.py`` times :func:`ppl_vae.iwae_log_likelihood` against
+a hand-written vectorized IWAE.
 
 Output: Markdown tables on stdout and, with ``--out``, a JSON file with every number and the environment.
 """
@@ -83,7 +81,6 @@ import torch.nn.functional as F
 from torch import nn
 
 import ppl_vae
-from ppl_vae.evaluate import MAX_ELEMENTS, observed_test_set
 from ppl_vae.interrupt import StopRequest
 from ppl_vae.nets import CONV_CHANNELS
 from ppl_vae.objectives import make_step
@@ -295,28 +292,6 @@ class PlainLoop:
         return total
 
 
-def plain_iwae(encoder: nn.Module, decoder: nn.Module, x: torch.Tensor, k: int, batch_size: int, max_elements: int):
-    """``log (1/k) sum_s exp(log p(x, z_s) - log q(z_s | x))`` per example, ``(N,)`` nats, written by hand: batches
-    of ``batch_size`` examples, the ``k`` samples in chunks of at most ``max_elements`` decoder outputs."""
-    values = []
-    with torch.no_grad():
-        for xb in x.split(batch_size):
-            loc, log_scale = encoder(xb).chunk(2, dim=-1)
-            scale = torch.exp(log_scale)
-            chunk = max(1, min(k, max_elements // xb.numel()))
-            running = None
-            for start in range(0, k, chunk):
-                size = min(chunk, k - start)
-                z = loc + scale * torch.randn((size, *loc.shape), device=loc.device)
-                logits = decoder(z.reshape(-1, z.shape[-1])).reshape(size, *xb.shape)
-                log_px = -F.binary_cross_entropy_with_logits(logits, xb.expand_as(logits), reduction="none").sum(-1)
-                log_w = log_px + log_normal(z, torch.zeros_like(z), torch.ones_like(z)) - log_normal(z, loc, scale)
-                total = torch.logsumexp(log_w, dim=0)
-                running = total if running is None else torch.logaddexp(running, total)
-            values.append(running - math.log(k))
-    return torch.cat(values)
-
-
 # --- ppl-vae train's path -----------------------------------------------------------------------------------------
 class ProjectRunner:
     """``ppl-vae train --elbo OBJECTIVE``'s epoch (``--path PATH`` for ``OBJECTIVE@PATH``): the step
@@ -495,51 +470,6 @@ def measure_memory(setup: Setup, runners: list[str], argv: list[str], args) -> d
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-# --- IWAE evaluation ------------------------------------------------------------------------------------------------
-def time_iwae(setup: Setup, args) -> dict:
-    """``ppl_vae.iwae_log_likelihood`` against :func:`plain_iwae` on the same weights, taking turns."""
-    vae = ppl_vae.VAE(setup.model_config).to(setup.device)
-    vae.load_state_dict(setup.initial_weights)
-    encoder, decoder = plain_networks(setup)
-    repeats = math.ceil(args.iwae_examples / len(setup.data.x_test))
-    x = observed_test_set(setup.data.x_test.repeat(repeats, 1)[: args.iwae_examples], binary=True).to(setup.device)
-    options = {"batch_size": args.iwae_batch_size, "max_elements": args.iwae_max_elements}
-    sides = {
-        "ppl_vae": lambda xs, k: ppl_vae.iwae_log_likelihood(vae.model, vae.guide, xs, k=k, **options).per_example,
-        "plain": lambda xs, k: plain_iwae(encoder, decoder, xs, k, **options),
-    }
-    for evaluate in sides.values():  # warm-up, excluded
-        evaluate(x[: args.iwae_batch_size], min(args.iwae_k, 10))
-    seconds = {side: [] for side in sides}
-    values, peak = {}, {}
-    for number in range(args.iwae_rounds):
-        for side in list(sides)[number % 2 :] + list(sides)[: number % 2]:
-            if setup.device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(setup.device)
-                before = torch.cuda.memory_allocated(setup.device)
-            synchronize(setup.device)
-            started = time.perf_counter()
-            values[side] = sides[side](x, args.iwae_k)
-            synchronize(setup.device)
-            seconds[side].append(time.perf_counter() - started)
-            if setup.device.type == "cuda":
-                peak[side] = (torch.cuda.max_memory_allocated(setup.device) - before) / 1e6
-    result = {"configuration": setup.name, "k": args.iwae_k, "examples": args.iwae_examples, **options}
-    for side in sides:
-        median = statistics.median(seconds[side])
-        estimate = values[side].double()
-        result[side] = {
-            "seconds": median,
-            "rounds_seconds": seconds[side],
-            "examples_per_second": args.iwae_examples / median,
-            "log_px": estimate.mean().item(),
-            "log_px_se": (estimate.std() / math.sqrt(estimate.numel())).item() if estimate.numel() > 1 else None,
-            "peak_memory_mb": peak.get(side),
-        }
-    result["ratio"] = result["ppl_vae"]["seconds"] / result["plain"]["seconds"]
-    return result
-
-
 # --- report -------------------------------------------------------------------------------------------------------
 def environment(device: torch.device) -> dict:
     cpu = next(
@@ -591,30 +521,6 @@ def markdown(result: dict) -> str:
                 ]
             )
         lines.append(table(header, rows, align="llrrrrrr"))
-    iwae = result.get("iwae")
-    if iwae:
-        lines.append(
-            f"\nIWAE log p(x), k = {iwae['k']}, {iwae['examples']} examples, {iwae['configuration']} "
-            f"(batches of {iwae['batch_size']}, at most {iwae['max_elements']} decoder outputs per chunk)\n"
-        )
-        header = ["evaluation", "seconds", "examples per s", "ratio", "log p(x), nats per example", "peak MB"]
-        rows = []
-        for side, label in (("ppl_vae", "`ppl_vae.iwae_log_likelihood`"), ("plain", "hand-written vectorized")):
-            row = iwae[side]
-            se = "" if row["log_px_se"] is None else f" +- {row['log_px_se']:.3f}"
-            memory = "-" if row["peak_memory_mb"] is None else f"{row['peak_memory_mb']:.1f}"
-            ratio = _ratio(iwae["ratio"]) if side == "ppl_vae" else "1.00"
-            rows.append(
-                [
-                    label,
-                    f"{row['seconds']:.2f}",
-                    f"{row['examples_per_second']:.0f}",
-                    ratio,
-                    f"{row['log_px']:.2f}{se}",
-                    memory,
-                ]
-            )
-        lines.append(table(header, rows))
     env = result["environment"]
     lines.append(
         f"\ntorch {env['torch']}, pyro {env['pyro']}, {env['device']} ({env['gpu'] or env['cpu']}), "
@@ -641,10 +547,9 @@ QUICK = {
     "objectives": "trace,trace@fast,trace@plain,jit,iwae,iwae@fast,iwae@plain,reference-mc",
     "rounds": 5,
     "warmup": 1,
-    "iwae_examples": 1000,
 }
 """``--quick``: the two target configurations, the default (compiled), fast and plain paths of ``trace`` and ``iwae``,
-``jit`` and the hand-written step; 5 rounds; the IWAE evaluation over 1,000 examples (k = 5000 still)."""
+``jit`` and the hand-written step; 5 rounds."""
 
 
 def _describe_quick() -> str:
@@ -663,12 +568,6 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=10, help="steps per round on the fixed minibatch")
     parser.add_argument("--train-examples", type=int, default=None, help="cut the training set (for quick runs)")
     parser.add_argument("--memory", choices=["auto", "none"], default="auto", help="measure peak memory, or not")
-    parser.add_argument("--iwae-configuration", default="mlp-64-128-8-b64", help="a configuration name, or none")
-    parser.add_argument("--iwae-k", type=int, default=5000)
-    parser.add_argument("--iwae-examples", type=int, default=10000)
-    parser.add_argument("--iwae-rounds", type=int, default=3)
-    parser.add_argument("--iwae-batch-size", type=int, default=256)
-    parser.add_argument("--iwae-max-elements", type=int, default=MAX_ELEMENTS)
     parser.add_argument("--out", type=Path, default=None, help="write every number as JSON here")
     parser.add_argument("--quick", action="store_true", help="defaults for a short run: " + _describe_quick())
     parser.add_argument("--probe-memory", default=None, help=argparse.SUPPRESS)  # a configuration, internal
@@ -678,11 +577,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
         args = parser.parse_args(argv)
     args.configurations = [name.strip() for name in args.configurations.split(",") if name.strip()]
     args.objectives = [name.strip() for name in args.objectives.split(",") if name.strip()]
-    for name in [*args.configurations, *([] if args.iwae_configuration == "none" else [args.iwae_configuration])]:
+    for name in args.configurations:
         if name not in CONFIGURATIONS:
             parser.error(f"unknown configuration {name!r}: expected one of {', '.join(CONFIGURATIONS)}")
-    if args.warmup < 1 or args.rounds < 1 or args.steps < 1 or args.iwae_rounds < 1:
-        parser.error("--warmup, --rounds, --steps and --iwae-rounds must be at least 1")
+    if args.warmup < 1 or args.rounds < 1 or args.steps < 1:
+        parser.error("--warmup, --rounds and --steps must be at least 1")
     return args
 
 
@@ -716,8 +615,6 @@ def main(argv: list[str] | None = None) -> dict:
                 base = memory[row["baseline"]]
                 row["peak_memory_ratio"] = memory[runner] / base if base > 0 else None
         result["configurations"][name] = {"description": describe(name, setup.data), "rows": rows}
-    if args.iwae_configuration != "none":
-        result["iwae"] = time_iwae(setup_of(args.iwae_configuration), args)
     result["environment"]["load_average_end"] = list(os.getloadavg())
     result["environment"]["peak_memory"] = (
         "none"

@@ -32,6 +32,9 @@ table in ``X.md``.
 Configurations (``--configuration``): ``mlp-64-128-8`` (the digits, 8x8, 300 test images) and ``mlp-784-400-50``
 (the digits resized to 28x28 by ``examples/digits_to_npz.py``). Networks at their initial weights (seeded): the
 cost of evaluation does not depend on what the weights have learnt.
+
+This is the project's one evaluation benchmark; ``benchmarks/epoch_speed.py`` measures training only, and
+``benchmarks/gpu.sh`` runs both on a GPU.
 """
 
 from __future__ import annotations

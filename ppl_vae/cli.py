@@ -12,8 +12,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from ppl_vae import cli_use, flags
-from ppl_vae.cli_compare import add_compare_commands
+from ppl_vae import cli_compare, cli_use, flags
 from ppl_vae.config import DataConfig, EvalConfig, ModelConfig, RunConfig, TrainConfig
 from ppl_vae.errors import InputError
 from ppl_vae.interrupt import Interrupted
@@ -49,7 +48,6 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in flags.commands():
         flags.add_command(subparsers, command).set_defaults(handler=HANDLERS[command.name])
-    add_compare_commands(subparsers)
     return parser
 
 
@@ -384,6 +382,8 @@ HANDLERS = {
     "encode": cli_use.command_encode,
     "traverse": cli_use.command_traverse,
     "interpolate": cli_use.command_interpolate,
+    "compare": cli_compare.command_compare,
+    "sweep": cli_compare.command_sweep,
 }
 """The function that runs each command of :func:`ppl_vae.flags.commands`, called with the parsed ``args``."""
 

@@ -17,44 +17,6 @@ SWEEP_OWNED = ("--out", "--resume", "--no-progress", "--trust-program")
 """Train flags that the sweep sets itself (each run's folder, resuming, progress, trust): refused among its flags."""
 
 
-def add_compare_commands(commands) -> None:
-    compare = commands.add_parser(
-        "compare",
-        help="one table of run folders: differing settings, results, paired differences, overlaid curves",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders, or glob patterns ('runs/*')")
-    _add_table_flags(compare)
-    compare.add_argument(
-        "--aggregate-seeds", action="store_true", help="one row per setting: mean +- standard error over train seeds"
-    )
-    compare.add_argument("--out", type=Path, default=None, help="folder for the files [runs/compare-<time>]")
-    compare.set_defaults(handler=command_compare)
-
-    sweep = commands.add_parser(
-        "sweep",
-        help="train a grid or a list of variants into one folder (resumable), then compare them",
-        description="Any other flag is a 'ppl-vae train' flag, common to every run.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    sweep.add_argument(
-        "--grid", action="append", default=[], metavar="KEY=V1,V2", help="a train flag's values; every combination"
-    )
-    sweep.add_argument(
-        "--variants", type=Path, default=None, metavar="FILE", help="one variant per line, 'NAME: TRAIN FLAGS'"
-    )
-    sweep.add_argument("--out", type=Path, required=True, help="parent folder of the runs (rerun it to resume)")
-    _add_table_flags(sweep)
-    sweep.add_argument("--no-progress", action="store_true", help="no progress bars")
-    sweep.set_defaults(handler=command_sweep, takes_train_flags=True)
-
-
-def _add_table_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sort", default=None, metavar="COLUMN", help="sort by this column (a CSV header)")
-    parser.add_argument("--descending", action="store_true", help="sort from the largest value")
-    parser.add_argument("--baseline", default=None, metavar="RUN", help="paired differences against this run [first]")
-
-
 def command_compare(args) -> None:
     from ppl_vae.compare import compare, load_runs, write_comparison
 

@@ -40,7 +40,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-VALUE, SWITCH, APPEND, POSITIONAL, REQUIRED = "value", "switch", "append", "positional", "required"
+VALUE, SWITCH, APPEND, POSITIONAL, POSITIONALS, REQUIRED = (
+    "value",
+    "switch",
+    "append",
+    "positional",
+    "positionals",
+    "required",
+)
 
 
 def integer_or_text(text: str) -> int | str:
@@ -70,7 +77,8 @@ class Flag:
         parse: how argparse reads its text (``int``, ``float``, ``str``, ``Path``, :func:`integer_or_text`, ...).
         default: ``args.<dest>`` when the flag is absent.
         shown: the default as ``--help`` shows it; ``None`` for no default line (positionals).
-        kind: ``value`` | ``switch`` (``store_true``) | ``append`` (repeatable) | ``positional`` | ``required``.
+        kind: ``value`` | ``switch`` (``store_true``) | ``append`` (repeatable) | ``positional`` | ``positionals``
+            (one or more) | ``required``.
         metavar: the placeholder in ``--help`` (argparse's own when ``None``).
     """
 
@@ -95,8 +103,9 @@ class Flag:
 
     def add_to(self, parser: argparse.ArgumentParser) -> None:
         """Add this flag to ``parser``."""
-        if self.kind == POSITIONAL:
-            parser.add_argument(self.name, type=self.parse, help=self.help_text(), metavar=self.metavar)
+        if self.kind in (POSITIONAL, POSITIONALS):
+            nargs = "+" if self.kind == POSITIONALS else None
+            parser.add_argument(self.name, nargs=nargs, type=self.parse, help=self.help_text(), metavar=self.metavar)
         elif self.kind == SWITCH:
             parser.add_argument(self.name, action="store_true", help=self.help_text())
         elif self.kind == APPEND:
@@ -156,6 +165,11 @@ def positional(name: str, help: str, parse: Callable[[str], Any] = Path, metavar
     return Flag(name, help, parse, None, None, POSITIONAL, metavar)
 
 
+def positionals(name: str, help: str, metavar: str) -> Flag:
+    """One or more positional arguments: ``args.<name>`` is their list (of text)."""
+    return Flag(name, help, str, None, None, POSITIONALS, metavar)
+
+
 def required(name: str, parse: Callable[[str], Any], help: str) -> Flag:
     return Flag(name, help, parse, None, None, REQUIRED)
 
@@ -167,6 +181,7 @@ class Command:
     name: str
     help: str
     flags: tuple[Flag, ...]
+    takes_train_flags: bool = False  # ``sweep``: any flag it does not know is a ``train`` flag, in args.train_flags
 
 
 DATA_HELP = "digits | mnist | fashion-mnist | kmnist | path/to/file.npz"
@@ -560,6 +575,48 @@ def commands() -> tuple[Command, ...]:
                 switch("--spherical", "along the great circle, norms linear"),
             ),
         ),
+        Command(
+            "compare",
+            "one table of run folders: differing settings, results, paired differences, overlaid curves",
+            (
+                positionals("run_dirs", "run folders, or glob patterns ('runs/*')", "RUN_DIR"),
+                *_table_flags(),
+                switch("--aggregate-seeds", "one row per setting: mean +- standard error over train seeds"),
+                option("--out", Path, None, None, "folder for the files", shown="runs/compare-<time>"),
+            ),
+        ),
+        Command(
+            "sweep",
+            "train a grid or a list of variants into one folder (resumable), then compare them; any other flag is "
+            "a 'ppl-vae train' flag, common to every run",
+            (
+                repeated("--grid", "a train flag's values; every combination; repeatable", "KEY=V1,V2"),
+                option(
+                    "--variants",
+                    Path,
+                    None,
+                    None,
+                    "one variant per line, 'NAME: TRAIN FLAGS'",
+                    shown="none",
+                    metavar="FILE",
+                ),
+                required("--out", Path, "parent folder of the runs (rerun it to resume)"),
+                *_table_flags(),
+                switch("--no-progress", "no progress bars"),
+            ),
+            takes_train_flags=True,
+        ),
+    )
+
+
+def _table_flags() -> tuple[Flag, ...]:
+    """The flags of ``compare`` and ``sweep`` that order the table and choose the baseline of paired differences."""
+    return (
+        option(
+            "--sort", str, None, None, "sort by this column (a CSV header)", shown="the runs' order", metavar="COLUMN"
+        ),
+        switch("--descending", "sort from the largest value"),
+        option("--baseline", str, None, None, "paired differences against this run", shown="the first", metavar="RUN"),
     )
 
 
@@ -576,6 +633,7 @@ def add_command(subparsers, command: Command) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         command.name, help=command.help, description=command.help, formatter_class=HelpFormatter
     )
+    parser.set_defaults(takes_train_flags=command.takes_train_flags)
     for flag in command.flags:
         flag.add_to(parser)
     return parser

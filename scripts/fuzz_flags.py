@@ -210,6 +210,7 @@ def command_lines(draw, fixtures: Fixtures) -> list[str]:
 def stubbed_work():
     """Replace what each command does after its checks (train, evaluate, compare, draw, write) with :func:`_stop`."""
     import ppl_vae.lab
+    import ppl_vae.lab.discrete
     import ppl_vae.plots
     import ppl_vae.run
     import ppl_vae.use
@@ -219,6 +220,7 @@ def stubbed_work():
         (ppl_vae.run, "fit"),
         (ppl_vae.run, "evaluate_vae"),
         (ppl_vae.lab, "compare_kl"),
+        (ppl_vae.lab.discrete, "compare_discrete"),
         (ppl_vae.use, "scores"),
         (cli_use, "write_npz"),
         *((ppl_vae.plots, name) for name in dir(ppl_vae.plots) if name.startswith("plot_")),

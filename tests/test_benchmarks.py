@@ -1,4 +1,5 @@
-"""The benchmark of issue 10 runs with tiny sizes, and its baseline is the same computation as the project's step."""
+"""The benchmarks of issue 10 run with tiny sizes (training: epoch_speed.py, evaluation: eval_speed.py), and their
+baselines are the same computation as the project's step and evaluation."""
 
 import importlib.util
 import math
@@ -25,7 +26,6 @@ epoch_speed = load_benchmark("epoch_speed")
 def test_epoch_speed_reports_every_configuration_and_runner(tmp_path):
     out = tmp_path / "results.json"
     tiny = ["--rounds", "1", "--steps", "2", "--warmup", "1", "--train-examples", "130", "--memory", "none"]
-    tiny += ["--iwae-k", "10", "--iwae-examples", "100", "--iwae-rounds", "1", "--iwae-batch-size", "64"]
     result = epoch_speed.main([*tiny, "--out", str(out)])
     assert out.exists() and result["environment"]["threads"] == 1
     assert set(result["configurations"]) == set(epoch_speed.CONFIGURATIONS)
@@ -42,12 +42,7 @@ def test_epoch_speed_reports_every_configuration_and_runner(tmp_path):
             ):
                 assert math.isfinite(row[key]) and row[key] > 0, (key, row)
             assert row["steps_per_epoch"] >= 1
-    iwae = result["iwae"]
-    for side in ("ppl_vae", "plain"):
-        assert math.isfinite(iwae[side]["examples_per_second"]) and iwae[side]["examples_per_second"] > 0
-    # the same weights and the same estimator: the two IWAE estimates agree within a few standard errors
-    difference = abs(iwae["ppl_vae"]["log_px"] - iwae["plain"]["log_px"])
-    assert difference < 4 * math.hypot(iwae["ppl_vae"]["log_px_se"], iwae["plain"]["log_px_se"])
+    assert "iwae" not in result  # training only: evaluation is eval_speed.py's
 
 
 def test_memory_probe_measures_each_runner_in_a_subprocess():

@@ -28,7 +28,7 @@ def test_help_shows_every_default_once(capsys, name):
     for flag in command.flags:
         shown = " ".join(flag.help_text().replace("%%", "%").split())
         assert shown in text, flag.name
-        if flag.kind != flags.POSITIONAL:
+        if flag.kind not in (flags.POSITIONAL, flags.POSITIONALS):
             assert shown.count("(default: ") + shown.count("(required)") == 1, flag.name
     assert "default: None" not in text
 
