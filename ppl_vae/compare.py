@@ -144,18 +144,21 @@ def load_run(path: str | Path) -> Run:
             f"{str(path)!r} has no {METRICS_FILE}: its training did not finish (continue it with "
             f"'ppl-vae train --resume --out {path}')"
         )
-    raw = (path / CONFIG_FILE).read_text()
-    config = RunConfig.from_json(raw)
+    raw = _read_json(path / CONFIG_FILE)
+    try:
+        config = RunConfig.from_json(json.dumps(raw))
+    except InputError as error:
+        raise InputError(f"{str(path / CONFIG_FILE)!r}: {error}") from None
     metrics = _read_json(path / METRICS_FILE)
     report = _read_json(path / REPORT_JSON) if (path / REPORT_JSON).is_file() else {}
     values = load_test_values(path) if (path / TEST_VALUES_FILE).is_file() else {}
-    return Run(path.name, path, config, flatten(json.loads(raw)), metrics, report, values)
+    return Run(path.name, path, config, flatten(json.loads(config.to_json())), metrics, report, values)
 
 
 def _read_json(path: Path) -> dict:
     try:
-        value = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # ValueError: not UTF-8, not JSON
         raise InputError(f"cannot read {str(path)!r}: {error}") from None
     if not isinstance(value, dict):
         raise InputError(f"{str(path)!r} holds {type(value).__name__}, expected a JSON object")

@@ -79,9 +79,13 @@ def read_variants(path: str | Path) -> list[tuple[str, list[str]]]:
     without ``NAME:``, a name with other characters than letters, digits, ``. _ + -``, a repeated name, no variants."""
     path = Path(path)
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as error:
         raise InputError(f"--variants {str(path)!r}: cannot read it ({error.strerror})") from None
+    except UnicodeDecodeError as error:
+        raise InputError(
+            f"--variants {str(path)!r} is not UTF-8 text (byte {error.start}): expected lines 'NAME: TRAIN FLAGS'"
+        ) from None
     variants: list[tuple[str, list[str]]] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip() or line.lstrip().startswith("#"):

@@ -15,6 +15,7 @@ errors when the examples' difficulty dominates both (see :mod:`ppl_vae.compare`)
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -50,10 +51,12 @@ def load_test_values(run_dir: str | Path) -> dict:
     """The arrays of ``run_dir/test_values.npz`` (``test_set`` as a ``str``); an :class:`InputError` for a file that
     does not read."""
     path = Path(run_dir) / TEST_VALUES_FILE
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise InputError(f"{str(path)!r} is not an npz file (damaged?): remove it and run 'ppl-vae evaluate' again")
     try:
         with np.load(path, allow_pickle=False) as file:
             values = {name: file[name] for name in file.files}
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise InputError(f"cannot read {str(path)!r}: {error}") from None
     if FINGERPRINT_KEY in values:
         values[FINGERPRINT_KEY] = str(values[FINGERPRINT_KEY])

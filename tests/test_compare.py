@@ -123,6 +123,23 @@ def test_folders_that_are_not_runs_and_runs_of_other_data_are_refused(three_runs
     assert "matches no folder" in one_error_line(capsys)
 
 
+@pytest.mark.parametrize(
+    ("file", "content", "message"),
+    [
+        ("config.json", b"\xae\xff", "config.json': 'utf-8' codec can't decode byte 0xae"),
+        ("config.json", b'{"data": {}}', "config.json': config has sections ['data']"),
+        ("metrics.json", b"[1, 2]", "metrics.json' holds list, expected a JSON object"),
+        ("test_values.npz", b"not a zip archive", "test_values.npz' is not an npz file (damaged?)"),
+    ],
+)
+def test_damaged_files_of_a_run_folder_are_one_line(three_runs, tmp_path, capsys, file, content, message):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(three_runs / "plain0", damaged)
+    (damaged / file).write_bytes(content)
+    assert main(["compare", str(three_runs / "plain0"), str(damaged), "--out", str(tmp_path / "o")]) == 2
+    assert message in one_error_line(capsys)
+
+
 def test_many_differing_settings_share_one_column_of_what_differs_from_the_baseline():
     from ppl_vae.compare import Comparison
 

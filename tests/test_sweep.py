@@ -54,6 +54,9 @@ def test_a_variants_file_is_named_flag_sets(tmp_path):
     path.write_text("no colon here\n")
     with pytest.raises(InputError, match=r"variants.txt:1: 'no colon here': expected 'NAME: FLAGS'"):
         read_variants(path)
+    path.write_bytes(b"plain: --lr \xae\n")  # found by scripts/fuzz_flags.py: an npz passed as --variants
+    with pytest.raises(InputError, match=r"variants.txt' is not UTF-8 text \(byte 12\)"):
+        read_variants(path)
 
 
 @pytest.mark.parametrize(
