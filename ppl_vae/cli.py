@@ -226,7 +226,7 @@ def given_options(argv: list[str]) -> set[str]:
         for command in action.choices.values():
             for option in command._actions:
                 option.default = argparse.SUPPRESS
-    return set(vars(parser.parse_args(argv))) - {"command", "handler"}
+    return set(vars(parser.parse_args(argv))) - {"command", "handler", "takes_train_flags"}
 
 
 def _resumed_config(stored: RunConfig, args, given: set[str]) -> tuple[RunConfig, tuple[str, ...]]:
