@@ -134,10 +134,17 @@ def require_count(value, flag: str, least: int = 1, most: int = MAX_IMAGES) -> i
     return value
 
 
+MAX_SPAN = 1000.0
+"""The widest traversal, in prior standard deviations: far past any code a trained decoder has seen (the prior's mass
+is within a few), and small enough that ``span x sd`` stays finite in float32."""
+
+
 def require_span(value, flag: str = "--range") -> float:
-    """``value`` must be a finite number > 0 (not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
-        raise InputError(f"{flag} must be a positive finite number (prior standard deviations), got {value!r}")
+    """``value`` must be a number in ``(0, MAX_SPAN]`` (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_SPAN:
+        raise InputError(
+            f"{flag} must be a positive number of prior standard deviations, at most {MAX_SPAN:g}, got {value!r}"
+        )
     return float(value)
 
 
