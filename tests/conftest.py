@@ -1,8 +1,11 @@
-"""Shared fixtures: the digits data set (loaded once), a clean Pyro state for every test."""
+"""Shared fixtures: the digits data set (loaded once), a clean Pyro state for every test, a one-epoch run folder."""
+
+import shutil
 
 import pyro
 import pytest
 import torch
+from cli_checks import SMALL_RUN
 
 from ppl_vae.data import load_dataset
 from ppl_vae.run import model_config_for
@@ -47,3 +50,21 @@ def float64():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(previous)
+
+
+@pytest.fixture(scope="session")
+def one_epoch_run(tmp_path_factory):
+    """A run folder of ``ppl-vae train --epochs 1`` with :data:`cli_checks.SMALL_RUN` (trained once per session)."""
+    from ppl_vae.cli import main
+
+    run_dir = tmp_path_factory.mktemp("one-epoch") / "run"
+    assert main(["train", "--epochs", "1", *SMALL_RUN, "--out", str(run_dir)]) == 0
+    return run_dir
+
+
+@pytest.fixture
+def run_dir(one_epoch_run, tmp_path):
+    """A copy of :func:`one_epoch_run` that the test may damage, resume or evaluate."""
+    copy = tmp_path / "run"
+    shutil.copytree(one_epoch_run, copy)
+    return copy

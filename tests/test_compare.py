@@ -10,6 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
+from cli_checks import one_error_line
 
 from ppl_vae.cli import main
 from ppl_vae.compare import compare, load_runs, paired_difference
@@ -17,12 +18,6 @@ from ppl_vae.config import EvalConfig, RunConfig, TrainConfig
 from ppl_vae.environment import ENVIRONMENT_FILE
 from ppl_vae.run import model_config_for, train_run
 from ppl_vae.test_values import load_test_values
-
-
-def one_error_line(capsys) -> str:
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ppl-vae: error: "), lines
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ import dataclasses
 import re
 
 import pytest
+from cli_checks import one_error_line
 
 from ppl_vae import flags
 from ppl_vae.cli import _config_from_args, build_parser, main
@@ -11,13 +12,6 @@ from ppl_vae.config import EvalConfig, ModelConfig, TrainConfig
 from ppl_vae.report import ReportConfig
 
 COMMAND_NAMES = [command.name for command in flags.commands()]
-
-
-def one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ppl-vae: error: "), err
-    return lines[0]
 
 
 @pytest.mark.parametrize("name", COMMAND_NAMES)

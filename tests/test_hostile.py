@@ -3,12 +3,12 @@
 import errno
 import json
 import os
-import shutil
 import stat
 
 import numpy as np
 import pytest
 import torch
+from cli_checks import SMALL_RUN, one_line
 
 from ppl_vae import checkpoint, run
 from ppl_vae.checkpoint import load_checkpoint, save_checkpoint
@@ -16,28 +16,6 @@ from ppl_vae.cli import main
 from ppl_vae.config import RunConfig
 from ppl_vae.data import load_dataset
 from ppl_vae.errors import InputError
-
-SMALL = ["--z-dim", "2", "--hidden", "16", "--k", "5", "--eval-particles", "2", "--no-progress"]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("hostile") / "run"
-    assert main(["train", "--epochs", "1", *SMALL, "--out", str(run_dir)]) == 0
-    return run_dir
-
-
-@pytest.fixture
-def run_dir(trained, tmp_path):
-    copy = tmp_path / "run"
-    shutil.copytree(trained, copy)
-    return copy
-
-
-def error_line(capsys):
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err, err
-    return err
 
 
 class Payload:
@@ -100,7 +78,7 @@ def test_a_damaged_config_json_is_one_line_naming_it(run_dir, capsys, edit, mess
         path.write_text(json.dumps(raw))
     for argv in (["evaluate", str(run_dir)], ["train", "--resume", "--out", str(run_dir)]):
         assert main(argv) == 2
-        line = error_line(capsys)
+        line = one_line(capsys)
         assert f"'{path}'" in line and message in line, line
 
 
@@ -115,7 +93,7 @@ def test_a_config_json_without_a_schema_version_is_version_1_with_todays_default
 def test_garbage_metrics_json_at_evaluate_is_one_line(run_dir, capsys):
     (run_dir / "metrics.json").write_bytes(b"\x00garbage")
     assert main(["evaluate", str(run_dir), "--k", "100", "--gap-examples", "0", "--draws", "100"]) == 2
-    assert f"'{run_dir / 'metrics.json'}' is not JSON" in error_line(capsys)
+    assert f"'{run_dir / 'metrics.json'}' is not JSON" in one_line(capsys)
 
 
 def npz(path, **arrays):
@@ -169,21 +147,21 @@ def test_out_that_is_a_file_or_unwritable_is_refused_before_anything_is_written(
     afile = tmp_path / "afile"
     afile.write_text("x")
     for out, message in ((afile, "is a file: expected a folder"), (afile / "run", "is a file, so the folder cannot")):
-        assert main(["train", "--epochs", "1", *SMALL, "--out", str(out)]) == 2
-        assert message in error_line(capsys)
+        assert main(["train", "--epochs", "1", *SMALL_RUN, "--out", str(out)]) == 2
+        assert message in one_line(capsys)
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(run.tempfile, "TemporaryFile", full)
     out = tmp_path / "new" / "run"
-    assert main(["train", "--epochs", "1", *SMALL, "--out", str(out)]) == 2
-    assert error_line(capsys) == (
+    assert main(["train", "--epochs", "1", *SMALL_RUN, "--out", str(out)]) == 2
+    assert one_line(capsys) == (
         f"ppl-vae: error: --out '{out}': cannot write in '{tmp_path}' (No space left on device)"
     )
     assert not (tmp_path / "new").exists()
     monkeypatch.undo()
-    assert main(["train", "--epochs", "1", *SMALL, "--out", str(out)]) == 0  # missing parents are made
+    assert main(["train", "--epochs", "1", *SMALL_RUN, "--out", str(out)]) == 0  # missing parents are made
 
 
 def test_a_disk_that_fills_during_training_keeps_the_last_checkpoint_and_reports_no_result(
@@ -202,8 +180,8 @@ def test_a_disk_that_fills_during_training_keeps_the_last_checkpoint_and_reports
 
     monkeypatch.setattr(checkpoint.torch, "save", failing)
     run_dir = tmp_path / "run"
-    assert main(["train", "--epochs", "3", *SMALL, "--out", str(run_dir)]) == 2
-    assert error_line(capsys).endswith("checkpoint.pt': No space left on device; its previous contents are kept")
+    assert main(["train", "--epochs", "3", *SMALL_RUN, "--out", str(run_dir)]) == 2
+    assert one_line(capsys).endswith("checkpoint.pt': No space left on device; its previous contents are kept")
     assert len(load_checkpoint(run_dir / "checkpoint.pt")["history"]) == 1
     assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoint.pt", "config.json", "environment.json"]
 
@@ -214,14 +192,14 @@ def test_a_read_only_run_folder_at_evaluate_is_one_line(run_dir, capsys, monkeyp
 
     monkeypatch.setattr(run.tempfile, "TemporaryFile", read_only)
     assert main(["evaluate", str(run_dir), "--k", "100", "--gap-examples", "0", "--draws", "100"]) == 2
-    assert error_line(capsys) == (
+    assert one_line(capsys) == (
         f"ppl-vae: error: evaluate '{run_dir}': cannot write in '{run_dir}' (Read-only file system)"
     )
 
 
-def test_the_files_of_a_run_folder_share_their_permissions(trained):
+def test_the_files_of_a_run_folder_share_their_permissions(one_epoch_run):
     umask = os.umask(0)
     os.umask(umask)
-    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in trained.iterdir()}
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in one_epoch_run.iterdir()}
     assert set(modes) >= {"config.json", "checkpoint.pt", "metrics.json", "elbo.png"}
     assert set(modes.values()) == {0o666 & ~umask}, modes

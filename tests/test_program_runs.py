@@ -12,6 +12,7 @@ import re
 import pyro
 import pytest
 import torch
+from cli_checks import one_error_line
 
 import ppl_vae
 from ppl_vae import lab
@@ -35,12 +36,6 @@ def train(run_dir, *argv):
 
 def without_seconds(history):
     return [{key: value for key, value in record.items() if key != "seconds"} for record in history]
-
-
-def one_error_line(capsys) -> str:
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ppl-vae: error: "), lines
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

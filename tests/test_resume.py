@@ -1,10 +1,10 @@
 """``--resume`` is exact or refuses: the flags a user gives are compared with the run's config.json and checkpoint."""
 
 import json
-import shutil
 
 import pytest
 import torch
+from cli_checks import one_line
 
 from ppl_vae.checkpoint import load_checkpoint, save_checkpoint
 from ppl_vae.cli import given_options, main
@@ -12,28 +12,6 @@ from ppl_vae.config import TrainConfig
 from ppl_vae.errors import InputError
 from ppl_vae.train import fit, seed_everything
 from ppl_vae.vae import VAE
-
-SMALL = ["--z-dim", "2", "--hidden", "16", "--k", "5", "--eval-particles", "2", "--no-progress"]
-
-
-@pytest.fixture(scope="module")
-def one_epoch(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("resume") / "run"
-    assert main(["train", "--epochs", "1", *SMALL, "--out", str(run_dir)]) == 0
-    return run_dir
-
-
-@pytest.fixture
-def run_dir(one_epoch, tmp_path):
-    copy = tmp_path / "run"
-    shutil.copytree(one_epoch, copy)
-    return copy
-
-
-def error_line(capsys):
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err, err
-    return err
 
 
 def test_given_options_are_those_typed_not_the_defaults():
@@ -49,7 +27,7 @@ def test_changes_that_would_change_the_numbers_are_refused_in_one_line_naming_ea
     before = (run_dir / "config.json").read_text()
     argv = ["train", "--resume", "--out", str(run_dir), "--z-dim", "3", "--lr", "0.01", "--elbo", "iwae", "--seed", "1"]
     assert main([*argv, "--conditional", "--epochs", "2"]) == 2
-    assert error_line(capsys) == (
+    assert one_line(capsys) == (
         f"ppl-vae: error: cannot resume '{run_dir}' with other numbers than it was trained with: --z-dim 2 -> 3, "
         "--elbo 'trace' -> 'iwae', --lr 0.001 -> 0.01, --seed 0 -> 1, --conditional (the run is not conditional) (a "
         "resume may change only --data-root, --device, --download, --epochs, --eval-memory-mb, --eval-particles, --k, "
@@ -75,7 +53,7 @@ def test_config_json_never_claims_fewer_epochs_than_were_trained(run_dir, capsys
     assert main(["train", "--resume", "--out", str(run_dir), "--epochs", "2", "--no-progress"]) == 0
     before = (run_dir / "config.json").read_text()
     assert main(["train", "--resume", "--out", str(run_dir), "--epochs", "1", "--no-progress"]) == 2
-    assert "--epochs 1 is fewer than the 2 epochs" in error_line(capsys)
+    assert "--epochs 1 is fewer than the 2 epochs" in one_line(capsys)
     assert (run_dir / "config.json").read_text() == before
 
 
@@ -85,13 +63,13 @@ def test_a_config_json_edited_after_training_is_refused(run_dir, capsys):
     config["train"]["lr"] = 0.01
     (run_dir / "config.json").write_text(json.dumps(config))
     assert main(["train", "--resume", "--out", str(run_dir), "--epochs", "2", "--no-progress"]) == 2
-    assert "with other numbers than it was trained with: --lr 0.001 -> 0.01" in error_line(capsys)
+    assert "with other numbers than it was trained with: --lr 0.001 -> 0.01" in one_line(capsys)
     config["train"]["lr"] = 0.001
     config["model"]["likelihood"] = "gaussian"
     (run_dir / "config.json").write_text(json.dumps(config))
     for argv in (["evaluate", str(run_dir), "--k", "5"], ["train", "--resume", "--out", str(run_dir)]):
         assert main(argv) == 2
-        assert "edited after training: --likelihood 'bernoulli' -> 'gaussian'" in error_line(capsys)
+        assert "edited after training: --likelihood 'bernoulli' -> 'gaussian'" in one_line(capsys)
 
 
 def test_a_checkpoint_without_its_training_settings_or_keys_is_a_clear_error(digits, small_config, tmp_path):

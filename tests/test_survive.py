@@ -17,6 +17,7 @@ import numpy as np
 import pyro
 import pytest
 import torch
+from cli_checks import SMALL_RUN
 
 from ppl_vae import train as train_module
 from ppl_vae.checkpoint import atomic_write, load_checkpoint, save_checkpoint
@@ -30,9 +31,6 @@ from ppl_vae.programs import as_user_program
 from ppl_vae.resume import rng_state, set_rng_state
 from ppl_vae.train import fit, seed_everything
 from ppl_vae.vae import VAE
-
-SMALL = ["--z-dim", "2", "--hidden", "16", "--k", "5", "--eval-particles", "2", "--no-progress"]
-"""A small, fast built-in VAE for command-line runs."""
 
 STEPS = math.ceil(1497 / 64)
 """Minibatches of 64 in an epoch of the digits' 1497 training images."""
@@ -143,7 +141,7 @@ def test_sigterm_during_training_exits_143_with_one_line_and_resumes(tmp_path, c
     run_dir = tmp_path / "run"
     at_step(monkeypatch, {5}, send(signal.SIGTERM))
     with pytest.raises(SystemExit) as stopped:
-        main(["train", "--epochs", "2", *SMALL, "--out", str(run_dir)])
+        main(["train", "--epochs", "2", *SMALL_RUN, "--out", str(run_dir)])
     assert stopped.value.code == 143
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == (
@@ -160,7 +158,7 @@ def test_a_second_sigint_stops_at_once_and_keeps_the_previous_checkpoint(tmp_pat
     run_dir = tmp_path / "run"
     at_step(monkeypatch, {STEPS + 3}, send(signal.SIGINT, times=2))
     with pytest.raises(SystemExit) as stopped:
-        main(["train", "--epochs", "2", *SMALL, "--out", str(run_dir)])
+        main(["train", "--epochs", "2", *SMALL_RUN, "--out", str(run_dir)])
     assert stopped.value.code == 130
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"ppl-vae: interrupted at once: the last checkpoint is kept; continue with: ppl-vae train --resume --out "
@@ -229,7 +227,7 @@ def test_a_non_finite_step_stops_naming_epoch_step_and_site_and_keeps_the_last_c
     finite weights stay, no metrics.json is written."""
     run_dir = tmp_path / "run"
     at_step(monkeypatch, {STEPS + 3}, lambda x: torch.full_like(x, math.nan))
-    assert main(["train", "--epochs", "3", *SMALL, "--path", path, "--out", str(run_dir)]) == 1
+    assert main(["train", "--epochs", "3", *SMALL_RUN, "--path", path, "--out", str(run_dir)]) == 1
     err = capsys.readouterr().err.strip()
     assert "\n" not in err
     assert err.startswith(

@@ -5,6 +5,7 @@ aggregated."""
 import json
 
 import pytest
+from cli_checks import one_error_line
 
 import ppl_vae.run
 from ppl_vae.cli import main
@@ -13,12 +14,6 @@ from ppl_vae.sweep import grid_names, parse_grid, read_variants
 
 TINY = ["--epochs", "1", "--z-dim", "2", "--hidden", "16", "--batch-size", "256", "--k", "10"]
 TINY += ["--eval-particles", "3", "--no-progress"]
-
-
-def one_error_line(capsys) -> str:
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ppl-vae: error: "), lines
-    return lines[0]
 
 
 def test_a_grid_is_every_combination_named_by_its_values():
