@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -391,7 +392,7 @@ HANDLERS = {
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit status: 0 done, 1 training failed (not finite, diverged), 2 bad input, 130
     interrupted (SIGINT) at start-up or in a command other than ``train`` (which handles its own signals, see
-    :mod:`ppl_vae.interrupt`)."""
+    :mod:`ppl_vae.interrupt`), 141 standard output closed by its reader (128 + SIGPIPE, as a shell reports it)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         parser = build_parser()
@@ -416,4 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nppl-vae: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `ppl-vae train | head`: the reader left; a run folder keeps its last checkpoint
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
+        print("ppl-vae: output closed (broken pipe), stopped", file=sys.stderr)
+        return 141
     return 0

@@ -306,3 +306,28 @@ def test_ctrl_c_in_evaluate_is_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(run, "evaluate_run", interrupted)
     assert main(["evaluate", str(tmp_path)]) == 130
     assert capsys.readouterr().err.strip() == "ppl-vae: interrupted"
+
+
+def test_a_reader_that_leaves_early_stops_the_run_in_one_line_and_it_resumes(tmp_path):
+    """``ppl-vae train | head -1``: the first epoch's line is read, the pipe is closed; the writer stops with exit
+    141 (128 + SIGPIPE) and one stderr line after its progress bars, no traceback, and the run resumes from its last
+    checkpoint."""
+    run_dir = tmp_path / "run"
+    flags = [flag for flag in SMALL_RUN if flag != "--no-progress"]  # the epoch lines are progress output
+    command = [sys.executable, "-m", "ppl_vae", "train", "--epochs", "3", *flags, "--out", str(run_dir)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().startswith("epoch   1/3")
+        process.stdout.close()
+        assert process.wait(timeout=120) == 141
+        stderr = process.stderr.read()
+    finally:
+        process.kill()
+        process.wait()
+        process.stdout.close()
+        process.stderr.close()
+    assert "Traceback" not in stderr
+    assert stderr.endswith("ppl-vae: output closed (broken pipe), stopped\n"), stderr[-300:]
+    assert len(load_checkpoint(run_dir / "checkpoint.pt")["history"]) >= 1
+    assert main(["train", "--resume", "--out", str(run_dir), "--no-progress"]) == 0
+    assert len(json.loads((run_dir / "metrics.json").read_text())["history"]) == 3
