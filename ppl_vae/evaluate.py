@@ -271,7 +271,7 @@ def iwae_log_likelihood(
     ``log (1/k) sum_s w_s``, accumulated with a running ``logsumexp`` over chunks, so ``k = 5000`` needs no more memory
     than one chunk. At ``k = 1`` it is the single-sample ELBO; its expectation grows with ``k`` towards log p(x).
     ``args``, ``y``, ``data_plate``, ``memory_mb``, ``keyed_seed``, ``shard``: as in :func:`elbo` (with labels the
-    estimate is of ``log p(x | y)``; with the same ``keyed_seed`` its first draws are those of :func:`elbo`).
+    estimate is of ``log p(x | y)``).
     """
 
     require_count(k, "k")

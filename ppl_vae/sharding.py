@@ -20,9 +20,9 @@ of each process's arithmetic: identical on the CPU).
 
 Example::
 
-    with keyed_rng(derived_seed(seed, 0, batch), x.device):
-        values = reduce(x_batch)                    # the same draws on any rank
-    rows = gather_rows(local_rows, rows_per_rank(batch_rows, world_size))
+    seed = evaluation_seed(keyed_seed)              # None: a single process, unkeyed
+    rows = map_batches(lambda b: reduce(*batches[b]), [len(xb) for xb, _ in batches], seed, x.device)
+    # (N, ...) on every rank; batch b computed under keyed_rng(derived_seed(seed, 0, b), x.device)
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def evaluation_seed(keyed_seed: int | None, shard: bool = True) -> int | None:
         return check_seed(keyed_seed)
     if world(shard)[1] == 1:
         return None
-    drawn = [int(torch.randint(0, 2**SEED_BITS, ()))]
+    drawn = [int(torch.randint(0, 2**SEED_BITS - 1, ()))]  # the bound is exclusive and must fit an int64
     dist.broadcast_object_list(drawn, src=0)
     return drawn[0]
 
@@ -110,18 +110,17 @@ def map_batches(
     seed: int,
     device: torch.device,
     shard: bool = True,
-    stream: int = 0,
 ) -> torch.Tensor:
     """``compute(b)`` ``(batch_rows[b], ...)`` for every batch ``b`` that this rank owns (:func:`owned_batches`),
-    each under :func:`keyed_rng` with ``derived_seed(seed, stream, b)``, and every rank's rows gathered in batch order
-    (:func:`gather_rows`, which also carries a failure to the other ranks): ``(sum(batch_rows), ...)`` on every rank.
-    """
+    each under :func:`keyed_rng` with ``derived_seed(seed, 0, b)`` (stream 0: the draws), and every rank's rows
+    gathered in batch order (:func:`gather_rows`, which also carries a failure to the other ranks):
+    ``(sum(batch_rows), ...)`` on every rank."""
     rank, world_size = world(shard)
     local, error = None, None
     try:
         parts = []
         for batch in owned_batches(len(batch_rows), rank, world_size):
-            with keyed_rng(derived_seed(seed, stream, batch), device):
+            with keyed_rng(derived_seed(seed, 0, batch), device):
                 parts.append(compute(batch))
         local = torch.cat(parts) if parts else None
     except Exception as caught:  # handed to gather_rows, which raises it here and its message on every other rank

@@ -8,7 +8,6 @@ thread per process: the ranks' values agree with one process's to 1e-10 nats (th
 """
 
 import datetime
-import math
 
 import pyro
 import pytest
@@ -17,10 +16,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from user_programs import build_two_level
 
-from ppl_vae.config import ModelConfig, ProgramSpec
+from ppl_vae.config import EvalConfig, ModelConfig, ProgramSpec
+from ppl_vae.data import Dataset
 from ppl_vae.diagnostics import diagnose
 from ppl_vae.errors import InputError
-from ppl_vae.evaluate import elbo, iwae_log_likelihood
+from ppl_vae.evaluate import elbo, iwae_log_likelihood, observed_test_set
+from ppl_vae.run import evaluate_vae
 from ppl_vae.semisupervised import class_log_joint, discrete_program
 from ppl_vae.sharding import derived_seed, evaluation_seed, owned_batches, rows_per_rank
 from ppl_vae.vae import VAE
@@ -83,7 +84,10 @@ def _rank(rank: int, world_size: int, folder) -> None:
         "gloo", init_method=f"file://{folder / 'store'}", rank=rank, world_size=world_size, timeout=TIMEOUT
     )
     try:
-        torch.save(evaluations(), folder / f"rank{rank}.pt")
+        results, vae = evaluations(), programs()["vae"]
+        torch.manual_seed(100 + rank)  # the ranks' generators differ; a group without keyed_seed takes rank 0's draw
+        results["drawn_key"] = elbo(vae.model, vae.guide, data(), num_particles=3, batch_size=4).per_example
+        torch.save(results, folder / f"rank{rank}.pt")
         dist.barrier()  # with gloo, before destroy_process_group, lest a rank leave while another still reads
     finally:
         dist.destroy_process_group()
@@ -136,11 +140,25 @@ def test_sharded_evaluation_equals_single_process_evaluation(two_ranks, one_proc
     assert torch.equal(two_ranks[0][key], two_ranks[1][key])
 
 
+def test_a_group_without_a_key_draws_one_for_every_rank(two_ranks):
+    assert torch.equal(two_ranks[0]["drawn_key"], two_ranks[1]["drawn_key"])
+
+
 def test_a_failure_on_one_rank_is_raised_on_every_rank(two_ranks, one_process):
     """The grey level is in the last batch, which only rank 1 evaluates; rank 0 raises its message instead of
     waiting in the gather."""
     assert "the model cannot score x" in one_process["error"]
     assert [found["error"] for found in two_ranks] == [one_process["error"]] * 2
+
+
+def test_keyed_diagnostics_draw_the_weights_of_the_keyed_iwae(one_process, float64):
+    """Keyed, :func:`diagnose` and :func:`iwae_log_likelihood` draw the same weights per batch (stream 0), as they do
+    unkeyed from the same seed: the same log p(x) per example."""
+    two = programs()["two_level"]
+    found = iwae_log_likelihood(
+        two.model, two.guide, data(), k=100, max_elements=4 * D * 40, keyed_seed=SEED, batch_size=4
+    )
+    torch.testing.assert_close(found.per_example, one_process["diagnose"][0], rtol=0, atol=1e-12)
 
 
 def test_keyed_evaluation_ignores_the_global_rng_and_leaves_it_as_it_was(float64):
@@ -191,4 +209,14 @@ def test_keyed_seeds():
     seeds = {derived_seed(SEED, stream, batch) for stream in range(2) for batch in range(100)}
     assert len(seeds) == 200 and all(0 <= seed < 2**63 for seed in seeds)
     torch.Generator().manual_seed(max(seeds))
-    assert math.isfinite(float(max(seeds)))
+
+
+def test_evaluate_vae_passes_the_key_to_both_estimates(float64):
+    """A run's final evaluation with ``keyed_seed`` reports the keyed ELBO and IWAE of its test set."""
+    x, vae = data(), programs()["vae"]
+    dataset = Dataset("synthetic", x, x, None, None, (1, 1, D))
+    metrics = evaluate_vae(vae, dataset, EvalConfig(k=20, num_particles=5), keyed_seed=SEED)
+    x_test = observed_test_set(x, binary=True)
+    expected_elbo = elbo(vae.model, vae.guide, x_test, num_particles=5, keyed_seed=SEED)
+    expected_iwae = iwae_log_likelihood(vae.model, vae.guide, x_test, k=20, keyed_seed=SEED)
+    assert (metrics["test_elbo"], metrics["test_log_likelihood"]) == (expected_elbo.mean, expected_iwae.mean)
