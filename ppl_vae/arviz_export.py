@@ -66,6 +66,10 @@ def to_inference_data(
         batch_size, max_elements: examples at a time, and the bound on ``samples x examples x pixels`` per pass.
         args: the programs' extra arguments; ``y=`` is the older spelling of ``args=(y,)`` (labels).
         data_plate: the plate over the examples, when the programs have several of ``N``.
+
+    Not sharded across a ``torch.distributed`` group: the export holds every draw of every site (``S x N`` values
+    each), which gathering to one rank would cost as much memory as drawing them there, and one process writes it;
+    call it on one rank (its draws continue that rank's RNG).
     """
     az = import_arviz()
     import xarray as xr

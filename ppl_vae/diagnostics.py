@@ -42,12 +42,22 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ppl_vae.errors import InputError
+from ppl_vae.eval_shards import (
+    derived_seed,
+    evaluation_seed,
+    gather_rows,
+    keyed_rng,
+    owned_batches,
+    rows_per_rank,
+    world,
+)
 from ppl_vae.evaluate import MAX_ELEMENTS, Estimate, planned_batches
 from ppl_vae.latent_sites import (
     ACTIVE_UNIT_THRESHOLD,
@@ -228,6 +238,8 @@ def diagnose(
     y: torch.Tensor | None = None,
     data_plate: str | None = None,
     memory_mb: float | None = None,
+    keyed_seed: int | None = None,
+    shard: bool = True,
 ) -> Diagnostics:
     """Importance-sampling and latent-code diagnostics of ``guide`` as a proposal for ``model`` on ``x`` ``(N, ...)``.
 
@@ -240,20 +252,34 @@ def diagnose(
     (labels of a conditional model: the numbers are then of ``log p(x | y)``). ``data_plate``: the plate over the
     examples, when the programs have several of ``N``. ``memory_mb``: a budget in MB for one pass of samples instead
     of ``max_elements`` (see :func:`ppl_vae.evaluate.planned_batches`).
+
+    ``keyed_seed``, ``shard``: keyed and sharded, as :func:`ppl_vae.evaluate.elbo` (see :mod:`ppl_vae.eval_shards`): in
+    an initialized ``torch.distributed`` group each rank draws the weights of its block of batches, computes their
+    per-example summaries (k-hat included: ArviZ's PSIS fit is per example) and its examples' sums for the KL terms and
+    activities; every rank then holds the summaries and the sums of all ``N`` examples (never the ``N x k`` weights),
+    and returns the same :class:`Diagnostics` as one process with the same ``keyed_seed``.
     """
     check_samples(k)
-    chunking = (max_elements, memory_mb)
-    raw, latent_sites = _draw(model, guide, x, k, batch_size, chunking, program_args(x, args, y), data_plate)
-    weights = raw.double()
-    log_likelihood = torch.logsumexp(weights, dim=-1) - math.log(k)
-    elbo = weights.mean(-1)
+    chunking, keyed = (max_elements, memory_mb), (keyed_seed, shard)
+    raw, latent_sites, gather = _draw(
+        model, guide, x, k, batch_size, chunking, program_args(x, args, y), data_plate, keyed
+    )
+    local, error = None, None
+    try:
+        if raw is not None:
+            weights = raw.double()
+            log_likelihood, khat = torch.logsumexp(weights, dim=-1) - math.log(k), pareto_khat(raw).to(weights.device)
+            local = torch.stack([log_likelihood, weights.mean(-1), khat, effective_sample_size(weights)], dim=-1)
+    except Exception as caught:  # raised by the gather, here and (its message) on every other rank
+        error = caught
+    log_likelihood, elbo, khat, ess = gather(local, error).T.contiguous()
     return Diagnostics(
         log_likelihood=Estimate.from_values(log_likelihood),
         elbo=Estimate.from_values(elbo),
         gap=Estimate.from_values(log_likelihood - elbo),
         k=k,
-        khat=pareto_khat(raw),
-        ess=effective_sample_size(weights),
+        khat=khat.cpu(),
+        ess=ess,
         latent_sites=latent_sites,
     )
 
@@ -270,23 +296,51 @@ def latent_usage(
     y: torch.Tensor | None = None,
     data_plate: str | None = None,
     memory_mb: float | None = None,
+    keyed_seed: int | None = None,
+    shard: bool = True,
 ) -> dict[str, SiteUsage]:
     """Only :attr:`Diagnostics.latent_sites` of :func:`diagnose` (the same draws, the same numbers for the same seed),
     without the importance-sampling summaries (and without importing ArviZ): site name ->
-    :class:`~ppl_vae.latent_sites.SiteUsage`, in the guide's order. ``k`` draws per example, at least 1."""
+    :class:`~ppl_vae.latent_sites.SiteUsage`, in the guide's order. ``k`` draws per example, at least 1; ``keyed_seed``,
+    ``shard``: as in :func:`diagnose`."""
     if k < 1:
         raise InputError(f"k {k}: expected an integer >= 1")
-    chunking = (max_elements, memory_mb)
-    return _draw(model, guide, x, k, batch_size, chunking, program_args(x, args, y), data_plate)[1]
+    chunking, keyed = (max_elements, memory_mb), (keyed_seed, shard)
+    return _draw(model, guide, x, k, batch_size, chunking, program_args(x, args, y), data_plate, keyed)[1]
 
 
 def _draw(
-    model, guide, x: torch.Tensor, k: int, batch_size: int, chunking: tuple, args: tuple, data_plate
-) -> tuple[torch.Tensor, dict[str, SiteUsage]]:
-    """The ``(N, k)`` log importance weights of :func:`diagnose` and each latent site's usage, from the same draws;
-    ``chunking``: ``(max_elements, memory_mb)`` of the passes."""
+    model,
+    guide,
+    x: torch.Tensor,
+    k: int,
+    batch_size: int,
+    chunking: tuple,
+    args: tuple,
+    data_plate,
+    keyed: tuple[int | None, bool] = (None, True),
+) -> tuple[torch.Tensor | None, dict[str, SiteUsage], Callable]:
+    """This rank's ``(n, k)`` log importance weights of :func:`diagnose` (every example's in a single process;
+    ``None`` for a rank without a batch), each latent site's usage over every example, from the same draws, and
+    ``gather(rows)``, which gathers per-example rows of this rank's examples into ``(N, ...)`` on every rank.
+    ``chunking``: ``(max_elements, memory_mb)`` of the passes; ``keyed``: ``(keyed_seed, shard)`` (see
+    :mod:`ppl_vae.eval_shards`: batch ``b`` draws under ``(seed, 0, b)``, its one-draw pass under ``(seed, 1, b)``)."""
     batches, sites, passes = planned_batches(model, guide, x, args, batch_size, data_plate, *chunking)
-    plans, log_weights = None, []
+    seed = evaluation_seed(*keyed)
+    shard = keyed[1]
+    rank, world_size = world(shard)
+    owned = owned_batches(len(batches), rank, world_size)
+    counts = rows_per_rank([xb.shape[0] for xb, _ in batches], world_size)
+
+    def noise(batch: int, stream: int):
+        return nullcontext() if seed is None else keyed_rng(derived_seed(seed, stream, batch), x.device)
+
+    def plan(guide_trace, model_trace, xb, argsb):
+        model_parents = latent_parents(model, guide_trace, xb, *argsb, sites=sites)
+        guide_parents = latent_parents(guide, guide_trace, xb, *argsb, sites=sites)
+        return plan_sites(guide_trace, model_trace, sites, model_parents=model_parents, guide_parents=guide_parents)
+
+    plans, log_weights, error = None, [], None
     kl = {name: DrawSums() for name in sites.latent}
     kl_total = {name: DrawSums() for name in sites.latent}
     means = {name: DrawSums() for name in sites.latent}
@@ -299,27 +353,48 @@ def _draw(
         if plan.continuous and plan.mean_from_draws != once:
             means[plan.name].add(mean_terms(plan, guide_trace, sites, shape), batch)
 
-    for batch, (xb, argsb) in enumerate(batches):
-        chunks = []
-        for size in passes.sizes(xb, k):
-            guide_trace, model_trace, _ = importance_traces(model, guide, xb, size, *argsb, sites=sites)
-            chunks.append(trace_log_weights(guide_trace, model_trace, sites))
-            if plans is None:
-                plans = plan_sites(
-                    guide_trace,
-                    model_trace,
-                    sites,
-                    model_parents=latent_parents(model, guide_trace, xb, *argsb, sites=sites),
-                    guide_parents=latent_parents(guide, guide_trace, xb, *argsb, sites=sites),
-                )
-            for plan in plans:
-                accumulate(plan, guide_trace, model_trace, batch, (size, xb.shape[0]), once=False)
-        log_weights.append(torch.cat(chunks, dim=0).T)
-    if any(not plan.kl_from_draws or (plan.continuous and not plan.mean_from_draws) for plan in plans):
-        for batch, (xb, argsb) in enumerate(batches):  # what does not depend on the draws, from one draw
-            guide_trace, model_trace, _ = importance_traces(model, guide, xb, 1, *argsb, sites=sites)
-            for plan in plans:
-                accumulate(plan, guide_trace, model_trace, batch, (1, xb.shape[0]), once=True)
+    try:
+        if owned.start != 0 or not owned:  # the plans of every rank: from batch 0's first pass, as on rank 0
+            xb, argsb = batches[0]
+            with noise(0, 0):
+                traces = importance_traces(model, guide, xb, next(passes.sizes(xb, k)), *argsb, sites=sites)
+            plans = plan(*traces[:2], xb, argsb)
+        for local, batch in enumerate(owned):
+            xb, argsb = batches[batch]
+            chunks = []
+            with noise(batch, 0):
+                for size in passes.sizes(xb, k):
+                    guide_trace, model_trace, _ = importance_traces(model, guide, xb, size, *argsb, sites=sites)
+                    chunks.append(trace_log_weights(guide_trace, model_trace, sites))
+                    if plans is None:
+                        plans = plan(guide_trace, model_trace, xb, argsb)
+                    for site in plans:
+                        accumulate(site, guide_trace, model_trace, local, (size, xb.shape[0]), once=False)
+            log_weights.append(torch.cat(chunks, dim=0).T)
+        if any(not site.kl_from_draws or (site.continuous and not site.mean_from_draws) for site in plans):
+            for local, batch in enumerate(owned):  # what does not depend on the draws, from one draw
+                xb, argsb = batches[batch]
+                with noise(batch, 1):
+                    guide_trace, model_trace, _ = importance_traces(model, guide, xb, 1, *argsb, sites=sites)
+                for site in plans:
+                    accumulate(site, guide_trace, model_trace, local, (1, xb.shape[0]), once=True)
+    except Exception as caught:  # raised by the first gather, here and (its message) on every other rank
+        error = caught
 
-    usage = {plan.name: site_usage(plan, kl[plan.name], kl_total[plan.name], means[plan.name]) for plan in plans}
-    return torch.cat(log_weights), usage
+    def gather(rows: torch.Tensor | None, failure: Exception | None = None) -> torch.Tensor | None:
+        return gather_rows(rows, counts, x.device, shard, failure)
+
+    def gathered(sums: DrawSums, count: int) -> DrawSums:
+        rows = [gather(torch.cat(part) if part else None, error) for part in (sums.sums, sums.squares)]
+        return DrawSums(count=count, sums=rows[:1], squares=rows[1:])
+
+    usage = {}
+    for site in plans or ():
+        draws = k if site.kl_from_draws else 1
+        site_means = gathered(means[site.name], k if site.mean_from_draws else 1) if site.continuous else DrawSums()
+        usage[site.name] = site_usage(
+            site, gathered(kl[site.name], draws), gathered(kl_total[site.name], draws), site_means
+        )
+    if plans is None:  # failed before the first plan: the failure's first gather raises it
+        gather(None, error)
+    return torch.cat(log_weights) if log_weights else None, usage, gather

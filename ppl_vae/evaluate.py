@@ -30,6 +30,7 @@ import torch
 from ppl_vae.data import Dataset, binarize_fixed
 from ppl_vae.errors import InputError
 from ppl_vae.eval_memory import ChunkPlan
+from ppl_vae.eval_shards import evaluation_seed, map_batches
 from ppl_vae.inputs import require_count
 from ppl_vae.programs import (
     ProgramSites,
@@ -136,16 +137,31 @@ def per_example(
     data_plate=None,
     max_elements: int = MAX_ELEMENTS,
     memory_mb: float | None = None,
+    *,
+    keyed_seed: int | None = None,
+    shard: bool = True,
 ) -> torch.Tensor:
     """``reduce(model, guide, x_batch, args_batch, sites, plan)`` over the :func:`planned_batches` of ``batch_size``
-    examples, concatenated: ``(N,)``.
+    examples, concatenated: ``(N, ...)``.
+
+    Keyed and sharded (:mod:`ppl_vae.eval_shards`): with ``keyed_seed``, or always in an initialized
+    ``torch.distributed`` process group (unless ``shard=False``), batch ``b`` draws its noise from generators seeded
+    with ``(keyed_seed, b)``, each rank reduces its block of batches, and every rank returns all ``N`` rows in order:
+    the same numbers for any number of processes. Without either, the draws continue torch's RNG as it is.
 
     A distribution that refuses its value or parameters (Pyro's validation: grey levels for a Bernoulli likelihood,
     a label out of range) is an :class:`InputError` with the first line of Pyro's message."""
     require_count(batch_size, "batch_size")
     try:
         batches, sites, plan = planned_batches(model, guide, x, args, batch_size, data_plate, max_elements, memory_mb)
-        return torch.cat([reduce(model, guide, xb, argsb, sites, plan) for xb, argsb in batches])
+        seed = evaluation_seed(keyed_seed, shard)
+        if seed is None:
+            return torch.cat([reduce(model, guide, xb, argsb, sites, plan) for xb, argsb in batches])
+
+        def compute(batch: int) -> torch.Tensor:
+            return reduce(model, guide, *batches[batch], sites, plan)
+
+        return map_batches(compute, [xb.shape[0] for xb, _ in batches], seed, x.device, shard)
     except ValueError as error:
         if isinstance(error, InputError):
             raise
@@ -178,18 +194,21 @@ def log_weights_per_example(
     args: Sequence = (),
     data_plate: str | None = None,
     memory_mb: float | None = None,
+    keyed_seed: int | None = None,
+    shard: bool = True,
 ) -> torch.Tensor:
     """All ``k`` log importance weights of every example, ``(N, k)``, nats; the draws and chunks are those of
     :func:`iwae_log_likelihood` (same seed, same numbers). Holds ``N x k`` values: for diagnostics that need every
-    weight of an example (effective sample size, Pareto k-hat), not for the IWAE mean, which needs one chunk."""
+    weight of an example (effective sample size, Pareto k-hat), not for the IWAE mean, which needs one chunk.
+    ``keyed_seed``, ``shard``: as in :func:`elbo` (every rank then holds all ``N x k`` weights)."""
 
     require_count(k, "k")
 
     def reduce(model, guide, xb, argsb, sites, plan):
         return torch.cat(list(_chunked_log_weights(model, guide, xb, argsb, k, plan, sites)), dim=0).T
 
-    args = program_args(x, args, y)
-    return per_example(reduce, model, guide, x, args, batch_size, data_plate, max_elements, memory_mb)
+    args, keyed = program_args(x, args, y), {"keyed_seed": keyed_seed, "shard": shard}
+    return per_example(reduce, model, guide, x, args, batch_size, data_plate, max_elements, memory_mb, **keyed)
 
 
 def elbo(
@@ -204,6 +223,8 @@ def elbo(
     args: Sequence = (),
     data_plate: str | None = None,
     memory_mb: float | None = None,
+    keyed_seed: int | None = None,
+    shard: bool = True,
 ) -> Estimate:
     """Per-example ELBO, ``mean_s log w_s(x)`` over ``num_particles`` samples, nats per example.
 
@@ -212,7 +233,10 @@ def elbo(
     (labels of a conditional model: the bound is then on ``log p(x | y)``). ``data_plate``: the plate over the
     examples, when the programs have several of ``N`` (found from a trace otherwise). ``memory_mb``: a budget in MB
     (10^6 bytes) for one pass of samples, instead of ``max_elements`` (see :func:`planned_batches`; the same seed gives
-    the same numbers for any budget, up to rounding).
+    the same numbers for any budget, up to rounding). ``keyed_seed``: draw each batch's noise from generators seeded
+    with ``(keyed_seed, batch)``, the mode that an initialized ``torch.distributed`` group always uses (each rank
+    evaluates its block of batches and every rank gets all ``N`` values; ``shard=False`` keeps to this process; see
+    :func:`per_example`).
     """
 
     require_count(num_particles, "num_particles")
@@ -221,9 +245,9 @@ def elbo(
         chunks = _chunked_log_weights(model, guide, xb, argsb, num_particles, plan, sites)
         return sum(lw.sum(0) for lw in chunks) / num_particles
 
-    args = program_args(x, args, y)
+    args, keyed = program_args(x, args, y), {"keyed_seed": keyed_seed, "shard": shard}
     return Estimate.from_values(
-        per_example(reduce, model, guide, x, args, batch_size, data_plate, max_elements, memory_mb)
+        per_example(reduce, model, guide, x, args, batch_size, data_plate, max_elements, memory_mb, **keyed)
     )
 
 
@@ -239,13 +263,15 @@ def iwae_log_likelihood(
     args: Sequence = (),
     data_plate: str | None = None,
     memory_mb: float | None = None,
+    keyed_seed: int | None = None,
+    shard: bool = True,
 ) -> Estimate:
     """Importance-weighted estimate of log p(x) with ``k`` samples per example (the IWAE bound), nats per example.
 
     ``log (1/k) sum_s w_s``, accumulated with a running ``logsumexp`` over chunks, so ``k = 5000`` needs no more memory
     than one chunk. At ``k = 1`` it is the single-sample ELBO; its expectation grows with ``k`` towards log p(x).
-    ``args``, ``y``, ``data_plate``, ``memory_mb``: as in :func:`elbo` (with labels the estimate is of
-    ``log p(x | y)``).
+    ``args``, ``y``, ``data_plate``, ``memory_mb``, ``keyed_seed``, ``shard``: as in :func:`elbo` (with labels the
+    estimate is of ``log p(x | y)``).
     """
 
     require_count(k, "k")
@@ -257,7 +283,7 @@ def iwae_log_likelihood(
             running = chunk if running is None else torch.logaddexp(running, chunk)
         return running - math.log(k)
 
-    args = program_args(x, args, y)
+    args, keyed = program_args(x, args, y), {"keyed_seed": keyed_seed, "shard": shard}
     return Estimate.from_values(
-        per_example(reduce, model, guide, x, args, batch_size, data_plate, max_elements, memory_mb)
+        per_example(reduce, model, guide, x, args, batch_size, data_plate, max_elements, memory_mb, **keyed)
     )

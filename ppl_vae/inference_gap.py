@@ -316,7 +316,8 @@ def inference_gap(
         parents = latent_parents(guide, guide_trace, x, *args, sites=sites)
     local = fit_local_guide(model, guide, x, steps, lr, num_particles, args=args, sites=sites)
     # the local guide's parameters cover exactly these examples, in one batch
-    whole = {"batch_size": x.shape[0], "args": args, "data_plate": sites.data_plate}
+    # (and the whole computation stays in this process: the fit is local, so the ELBOs are not sharded either)
+    whole = {"batch_size": x.shape[0], "args": args, "data_plate": sites.data_plate, "shard": False}
     log_likelihood = mixture_log_likelihood(model, [guide, local], x, k, args=args, sites=sites)
     return InferenceGap(
         log_likelihood=Estimate.from_values(log_likelihood),

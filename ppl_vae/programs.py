@@ -307,7 +307,8 @@ def rng_preserved(device: torch.device):
     computation gives."""
     python, numpy = random.getstate(), np.random.get_state()
     try:
-        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        cuda = [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
             yield
     finally:
         random.setstate(python)

@@ -337,9 +337,11 @@ def evaluate_vae(
     log_likelihood: bool = True,
     *,
     run_dir: str | Path | None = None,
+    keyed_seed: int | None = None,
 ) -> dict:
     """Test ELBO and IWAE log p(x) with their standard errors, nats per example (keys as in ``metrics.json``), of
-    the built-in VAE or a user's program.
+    the built-in VAE or a user's program. ``keyed_seed``: both estimates keyed (and sharded across an initialized
+    ``torch.distributed`` group, where they are keyed either way): see :func:`ppl_vae.evaluate.elbo`.
 
     ``log_likelihood=False`` leaves the IWAE estimate out, for a caller that gets it from the diagnostics' draws.
     With it, ``eval_examples_per_second`` is the test examples per second of the IWAE estimate (``k`` samples each,
@@ -348,7 +350,7 @@ def evaluate_vae(
     """
     program = as_user_program(trained)
     x_test, y_test = program_test_set(program, data)
-    budget = {"memory_mb": evaluation.memory_mb}
+    budget = {"memory_mb": evaluation.memory_mb, "keyed_seed": keyed_seed}
     test_elbo = elbo(program.model, program.guide, x_test, num_particles=evaluation.num_particles, y=y_test, **budget)
     metrics = {
         "conditional": y_test is not None,

@@ -75,6 +75,7 @@ from torch import nn
 from ppl_vae.config import ModelConfig, RunConfig, TrainConfig
 from ppl_vae.data import Dataset, binarize
 from ppl_vae.errors import InputError
+from ppl_vae.eval_shards import check_seed, derived_seed
 from ppl_vae.evaluate import Estimate, iwae_log_likelihood, observed_test_set
 from ppl_vae.guides import DiagonalNormalGuide
 from ppl_vae.likelihoods import LIKELIHOODS
@@ -308,14 +309,19 @@ def training_view(program: UserProgram, data: Dataset, config: RunConfig) -> tup
 
 
 # --- evaluation ----------------------------------------------------------------------------------------------------
-def class_log_joint(program: UserProgram, x: torch.Tensor, k: int) -> torch.Tensor:
+def class_log_joint(program: UserProgram, x: torch.Tensor, k: int, *, keyed_seed: int | None = None) -> torch.Tensor:
     """``(N, C)``: the IWAE estimate of ``log p(x, y = c) = log p(c) + log p(x | c)`` with ``k`` draws of
-    q(z | x, c) per example and class (:func:`ppl_vae.evaluate.iwae_log_likelihood` with ``y`` held at ``c``)."""
+    q(z | x, c) per example and class (:func:`ppl_vae.evaluate.iwae_log_likelihood` with ``y`` held at ``c``).
+    ``keyed_seed``: keyed and sharded evaluation (:mod:`ppl_vae.eval_shards`), class ``c`` keyed with
+    ``derived_seed(keyed_seed, c)``; in an initialized ``torch.distributed`` group every column is sharded either
+    way."""
     networks = networks_of(program)
     columns = []
     for c in range(networks.num_classes):
         held = torch.full((x.shape[0],), c, dtype=torch.long, device=x.device)
-        columns.append(iwae_log_likelihood(program.model, program.guide, x, k=k, args=(held,)).per_example)
+        key = None if keyed_seed is None else derived_seed(check_seed(keyed_seed), c)
+        estimate = iwae_log_likelihood(program.model, program.guide, x, k=k, args=(held,), keyed_seed=key)
+        columns.append(estimate.per_example)
     return torch.stack(columns, dim=-1)
 
 
@@ -356,17 +362,22 @@ def train_baseline(config: ModelConfig, x: torch.Tensor, y: torch.Tensor, binary
     return classifier.eval()
 
 
-def evaluate_discrete(program: UserProgram, data: Dataset, config: RunConfig) -> dict:
+def evaluate_discrete(program: UserProgram, data: Dataset, config: RunConfig, *, keyed_seed: int | None = None) -> dict:
     """The family's metrics (nats per example; accuracies as fractions in [0, 1]), see the module's docstring:
     ``labelled``, ``alpha``, ``test_log_likelihood_exact_y`` and ``_se`` (``k = config.evaluation.k`` draws per class),
     and with test labels ``test_accuracy``, ``bayes_accuracy``, ``baseline_accuracy`` (m2) or
-    ``clustering_accuracy`` and ``clusters_used`` (joint). The RNG is seeded from ``config.train.seed``."""
+    ``clustering_accuracy`` and ``clusters_used`` (joint). The RNG is seeded from ``config.train.seed``.
+
+    ``keyed_seed``: the per-class IWAE estimates keyed (and sharded in a ``torch.distributed`` group, where they are
+    keyed either way), see :func:`class_log_joint`: the same metrics for any number of processes. The rest does not
+    depend on the process count and is computed whole on every rank: the accuracies read the argmax of q(y | x)
+    (no draws, one pass of the classifier), and the baseline classifier is trained from ``config.train.seed``."""
     networks = networks_of(program)
     x_test = observed_test_set(data.x_test, program.binary).to(program.device)
     count = labelled_count(config, data)
     pyro.set_rng_seed(config.train.seed)
     with torch.no_grad():
-        log_joint = class_log_joint(program, x_test, config.evaluation.k)
+        log_joint = class_log_joint(program, x_test, config.evaluation.k, keyed_seed=keyed_seed)
         exact = Estimate.from_values(torch.logsumexp(log_joint, dim=-1))
         predicted = networks.predict(x_test)
     metrics = {
