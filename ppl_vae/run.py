@@ -39,6 +39,7 @@ from pathlib import Path
 import pyro
 import torch
 
+from ppl_vae import distributed
 from ppl_vae import resume as resume_module
 from ppl_vae.bounds import check_memory
 from ppl_vae.checkpoint import (
@@ -228,14 +229,17 @@ def train_run(
         resume_module.check_epochs(repr(str(run_dir)), config.train.epochs, trained_epochs)
         partial = state.get("partial") or {}
         now = {"epoch": trained_epochs, "step": partial.get("done", 0), "changes": applied}
+        now["world_size"] = distributed.world_size()
         resumes = [*state.get("resumes", []), now]
-    _make_run_folder(run_dir)
-    save_json(run_dir / CONFIG_FILE, json.loads(config.to_json()))
-    save_json(run_dir / ENVIRONMENT_FILE, environment(config.train.device))
+    writes = distributed.is_main()  # in a group of processes rank 0 writes the run folder, the others nothing
+    if writes:
+        _make_run_folder(run_dir)
+        save_json(run_dir / CONFIG_FILE, json.loads(config.to_json()))
+        save_json(run_dir / ENVIRONMENT_FILE, environment(distributed.rank_device(config.train.device)))
     if config.program is not None:
         pyro.clear_param_store()
-    extra = {"config": json.loads(config.to_json()), "resumes": resumes}
-    log = _tensorboard_log(trained, data, config, run_dir, resume) if tensorboard else None
+    extra = {"config": json.loads(config.to_json()), "resumes": resumes, "world_size": distributed.world_size()}
+    log = _tensorboard_log(trained, data, config, run_dir, resume) if tensorboard and writes else None
     try:
         history = fit(
             trainee,
@@ -250,7 +254,9 @@ def train_run(
     finally:
         if log is not None:
             log.close()
-    metrics = evaluate_vae(trained, data, config.evaluation, run_dir=run_dir)
+    # every rank evaluates the whole test set (the same work, so none waits long at the group's last barrier);
+    # rank 0 writes what it found
+    metrics = evaluate_vae(trained, data, config.evaluation, run_dir=run_dir if writes else None)
     if discrete:
         metrics.update(evaluate_discrete(trained, data, config))
     metrics.update(
@@ -258,6 +264,7 @@ def train_run(
         epochs=len(history),
         seconds=sum(record["seconds"] for record in history),
         history=history,
+        world_size=distributed.world_size(),
     )
     validated = [record for record in history if "val_elbo" in record]
     if validated:  # the last validation ELBO: what a selection among runs may use (the test set plays no part)
@@ -266,10 +273,11 @@ def train_run(
         metrics["resumes"] = resumes
     if config.program is not None:
         metrics["figures_skipped"] = figures_skipped(trained)
-    save_json(run_dir / METRICS_FILE, metrics)
-    draw_figures(trained, data, history, run_dir)
-    if discrete:
-        draw_discrete_figures(trained, data, run_dir)
+    if writes:
+        save_json(run_dir / METRICS_FILE, metrics)
+        draw_figures(trained, data, history, run_dir)
+        if discrete:
+            draw_discrete_figures(trained, data, run_dir)
     return metrics
 
 
