@@ -238,7 +238,7 @@ def train_run(
         save_json(run_dir / ENVIRONMENT_FILE, environment(distributed.rank_device(config.train.device)))
     if config.program is not None:
         pyro.clear_param_store()
-    extra = {"config": json.loads(config.to_json()), "resumes": resumes, "world_size": distributed.world_size()}
+    extra = {"config": json.loads(config.to_json()), "resumes": resumes}
     log = _tensorboard_log(trained, data, config, run_dir, resume) if tensorboard and writes else None
     try:
         history = fit(

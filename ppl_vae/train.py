@@ -255,6 +255,7 @@ class _Run:
             "train": dataclasses.asdict(self.config),
             "untrained_test_elbo": self.untrained,
             "rng": rng_state(self.generator),
+            "world_size": distributed.world_size(),
         }
         if partial is not None:
             state["partial"] = partial
