@@ -114,6 +114,7 @@ def _config_from_args(args) -> RunConfig:
         val_fraction=args.val_fraction,
         on_nan=args.on_nan,
         max_nan_skips=args.max_nan_skips,
+        keyed_noise=args.keyed_noise,
     )
     check_train(train)
     evaluation = EvalConfig(k=args.k, num_particles=args.eval_particles, memory_mb=args.eval_memory_mb)
@@ -144,29 +145,31 @@ def _config_from_args(args) -> RunConfig:
 
 
 def command_train(args) -> None:
-    from ppl_vae.run import default_run_dir, load_config, train_run
+    from ppl_vae import distributed
+    from ppl_vae.run import default_run_dir, train_run
 
-    if args.resume:
-        if args.out is None:
-            raise InputError("--resume needs --out RUN_DIR: the run folder to continue")
-        if args.program is not None or args.program_arg:
-            raise InputError(
-                "--resume continues the program named in the run folder's config.json: leave out --program"
-            )
-        config, refused = _resumed_config(load_config(args.out), args, given_options(args.argv))
-    else:
-        config, refused = _config_from_args(args), ()
+    if args.nproc is not None:  # checked here first, so that bad flags are one line, not one per process
+        from ppl_vae.launch import check_nproc, launch
+
+        nproc = check_nproc(args.nproc)
+        if distributed.launched():
+            raise InputError(f"--nproc {nproc} inside torchrun: the processes are torchrun's; leave out --nproc")
+        _train_config(args)
+        raise SystemExit(launch(nproc, args.argv))
+    config, refused = _train_config(args)
     run_dir = args.out or default_run_dir(config.data.name)
     try:
-        metrics = train_run(
-            config,
-            run_dir,
-            resume=args.resume,
-            progress=not args.no_progress,
-            trust_program=args.trust_program,
-            tensorboard=args.tensorboard,
-            refused=refused,
-        )
+        with distributed.process_group(distributed.rank_device(config.train.device)):
+            main = distributed.is_main()
+            metrics = train_run(
+                config,
+                run_dir,
+                resume=args.resume,
+                progress=not args.no_progress,
+                trust_program=args.trust_program,
+                tensorboard=args.tensorboard,
+                refused=refused,
+            )
     except Interrupted as stopped:
         print(f"ppl-vae: {stopped}; continue with: ppl-vae train --resume --out {run_dir}", file=sys.stderr)
         raise SystemExit(stopped.exit_status) from None
@@ -179,8 +182,25 @@ def command_train(args) -> None:
         )
         print(f"\nppl-vae: interrupted at once: {then}", file=sys.stderr)
         raise SystemExit(130) from None
-    print_metrics(metrics)
-    print(f"run folder: {run_dir}")
+    if main:
+        print_metrics(metrics)
+        print(f"run folder: {run_dir}")
+
+
+def _train_config(args) -> tuple[RunConfig, tuple[str, ...]]:
+    """``train``'s RunConfig from the flags (laid over the run's config.json with ``--resume``) and the changes a
+    resume must refuse."""
+    from ppl_vae.run import load_config
+
+    if args.resume:
+        if args.out is None:
+            raise InputError("--resume needs --out RUN_DIR: the run folder to continue")
+        if args.program is not None or args.program_arg:
+            raise InputError(
+                "--resume continues the program named in the run folder's config.json: leave out --program"
+            )
+        return _resumed_config(load_config(args.out), args, given_options(args.argv))
+    return _config_from_args(args), ()
 
 
 RESUME_FIELDS = {
@@ -200,6 +220,7 @@ RESUME_FIELDS = {
     "eval_every": ("train", "eval_every"),
     "on_nan": ("train", "on_nan"),
     "max_nan_skips": ("train", "max_nan_skips"),
+    "keyed_noise": ("train", "keyed_noise"),
     "path": ("train", "path"),
     "val_fraction": ("train", "val_fraction"),
     "labelled": ("train", "labelled"),

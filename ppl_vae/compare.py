@@ -72,6 +72,7 @@ METRICS_NOT_RESULTS = {
     "figures_skipped",
     "eval_memory_mb",
     "eval_examples_per_second",
+    "world_size",
 }
 """Keys of ``metrics.json`` that are settings, bookkeeping, speed of the machine or not numbers: no column of their
 own (``seconds`` has its fixed place at the end)."""

@@ -321,6 +321,9 @@ class TrainConfig:
             :func:`ppl_vae.data.validation_split`), in [0, 1): the per-epoch held-out ELBO is then the validation
             ELBO (``val_elbo``) and the test set is touched once, after training. 0 (the default): no validation set,
             the per-epoch curve is the test ELBO (``test_elbo``).
+        keyed_noise: draw the guide's noise and the dynamic binarization from generators keyed to the step and the
+            global example (see ``ppl_vae.sharding``), so that any number of processes takes the same steps as one;
+            ``False`` (the default): one process draws as it always did, several draw independent streams per rank.
     """
 
     epochs: int = 30
@@ -347,6 +350,7 @@ class TrainConfig:
     val_fraction: float = 0.0
     on_nan: str = "stop"
     max_nan_skips: int = 10
+    keyed_noise: bool = False
 
     def __post_init__(self):
         require_int(self.epochs, "--epochs")
@@ -384,6 +388,7 @@ class TrainConfig:
         )
         require(self.on_nan in ON_NAN, f"--on-nan must be one of {' | '.join(ON_NAN)}, got {self.on_nan!r}")
         require_int(self.max_nan_skips, "--max-nan-skips", least=0)
+        require(isinstance(self.keyed_noise, bool), f"--keyed-noise is on or off (a bool), got {self.keyed_noise!r}")
 
 
 ON_NAN = ("stop", "skip")

@@ -50,7 +50,6 @@ import torch
 
 from ppl_vae.errors import InputError
 from ppl_vae.eval_shards import (
-    derived_seed,
     evaluation_seed,
     gather_rows,
     keyed_rng,
@@ -70,6 +69,7 @@ from ppl_vae.latent_sites import (
     site_usage,
 )
 from ppl_vae.programs import importance_traces, latent_parents, program_args, trace_log_weights
+from ppl_vae.sharding import derived_seed
 
 KHAT_THRESHOLDS = (0.5, 0.7)
 """Pareto k-hat above 0.5: the importance weights' variance is infinite; above 0.7: the estimate is unreliable."""

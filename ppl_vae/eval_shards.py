@@ -35,18 +35,18 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ppl_vae import distributed
 from ppl_vae.errors import InputError
 from ppl_vae.programs import rng_preserved
+from ppl_vae.sharding import derived_seed
 
 SEED_BITS = 63
 """Derived seeds lie in ``[0, 2**63)``: accepted by every torch generator."""
 
 
 def world(shard: bool = True) -> tuple[int, int]:
-    """``(rank, world_size)`` of the default process group when ``shard`` and one is initialized, else ``(0, 1)``."""
-    if shard and dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+    """``(rank, world_size)`` of the process group (:mod:`ppl_vae.distributed`) when ``shard``, else ``(0, 1)``."""
+    return (distributed.rank(), distributed.world_size()) if shard else (0, 1)
 
 
 def check_seed(seed) -> int:
@@ -54,13 +54,6 @@ def check_seed(seed) -> int:
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise InputError(f"keyed_seed {seed!r}: expected an integer >= 0")
     return int(seed)
-
-
-def derived_seed(seed: int, *key: int) -> int:
-    """A seed in ``[0, 2**63)`` for the ``key`` (stream, batch index, ...) of an evaluation with ``seed``: NumPy's
-    ``SeedSequence`` hash of ``(seed, *key)``, so nearby keys give unrelated streams."""
-    state = np.random.SeedSequence([seed, *key]).generate_state(1, np.uint64)[0]
-    return int(state) >> (64 - SEED_BITS)
 
 
 def evaluation_seed(keyed_seed: int | None, shard: bool = True) -> int | None:

@@ -354,6 +354,21 @@ def _train_flags() -> tuple[Flag, ...]:
             unset=True,
         ),
         option("--seed", int, TrainConfig, "seed", "seed of every random number generator, 0 to 2^32 - 1"),
+        switch(
+            "--keyed-noise",
+            "draw the guide's noise and the binarization keyed to (seed, step, example), so that N processes take the "
+            "same steps as one (Normal latent sites; see ppl_vae.sharding)",
+        ),
+        option(
+            "--nproc",
+            integer_or_text,
+            None,
+            "1, this process",
+            "train data-parallel in N processes on this machine: runs python -m torch.distributed.run "
+            "--nproc_per_node N -m ppl_vae train with the other flags; --batch-size stays the global minibatch",
+            unset=True,
+            metavar="N",
+        ),
         option("--device", str, TrainConfig, "device", "torch device, e.g. cpu or cuda", unset=True),
         option("--eval-every", int, TrainConfig, "eval_every", "test ELBO every N epochs"),
         option(

@@ -221,6 +221,12 @@ def make_step(program: VAE | UserProgram, config: TrainConfig, *, elbo: ELBO | N
             raise InputError(f"elbo= must be a Pyro ELBO instance (e.g. TraceEnum_ELBO()), got {type(elbo).__name__}")
         return elbo_step(program, config, lambda sites: elbo, latent_scaled=is_latent_scaled(config))
     step = OBJECTIVES.get(config.elbo)(program, config)
+    sharding = _sharding(config)
+    if sharding is not None and not _is_sharded(step):
+        raise InputError(
+            f"--elbo {config.elbo} trains one process with its own noise; {_sharded_why(sharding)} use --elbo "
+            "trace, meanfield, stl or enum"
+        )
     if config.path in ("fast", "graph") and not isinstance(step, FastStep):
         raise InputError(
             f"--path {config.path} applies to the Pyro objectives; --elbo {config.elbo} is hand-written (one torch "
@@ -672,8 +678,35 @@ def elbo_step(program: UserProgram, config: TrainConfig, make_elbo, **options) -
     """The training step of a Pyro objective on the path ``config.path`` names: :class:`GraphStep` for ``graph``
     and ``auto`` (the fast path where the objective or the programs are not compiled), :class:`FastStep` for
     ``fast`` (every Pyro ELBO has the ``loss_and_grads`` it runs), :class:`SVIStep` for ``plain``."""
+    sharding = _sharding(config)
+    if sharding is not None:  # more than one process, or keyed noise: DDP's step (see ppl_vae.data_parallel)
+        from ppl_vae.data_parallel import ShardedStep
+
+        if config.path in ("plain", "graph"):
+            raise InputError(
+                f"--path {config.path} trains one process with its own noise; {_sharded_why(sharding)} use --path auto "
+                "or fast"
+            )
+        return ShardedStep(program, config, make_elbo, sharding=sharding, **options)
     kind = {"plain": SVIStep, "fast": FastStep}.get(config.path, GraphStep)
     return kind(program, config, make_elbo, **options)
+
+
+def _sharding(config: TrainConfig):
+    """The run's :class:`~ppl_vae.sharding.Sharding` (``None``: one process, noise not keyed)."""
+    from ppl_vae.sharding import Sharding
+
+    return Sharding.of_run(config.seed, config.keyed_noise)
+
+
+def _is_sharded(step: TrainingStep) -> bool:
+    from ppl_vae.data_parallel import ShardedStep
+
+    return isinstance(step, ShardedStep)
+
+
+def _sharded_why(sharding) -> str:
+    return f"with {sharding.world} processes" if sharding.world > 1 else "with --keyed-noise"
 
 
 def _scaled_sites(config: TrainConfig, sites: ProgramSites) -> tuple[str, ...]:

@@ -8,7 +8,10 @@ difference. The rest is *applied*: more epochs, the device, the training path (`
 updates), what to do on a non-finite step, the data's folder, the final evaluation's samples (and the progress bars,
 which are no setting). Each resume is recorded in the checkpoint and in ``metrics.json`` under ``"resumes"``::
 
-    {"epoch": 2, "step": 0, "changes": {"train.epochs": [2, 4], "train.device": ["cpu", "cuda"]}}
+    {"epoch": 2, "step": 0, "changes": {"train.epochs": [2, 4], "train.device": ["cpu", "cuda"]}, "world_size": 2}
+
+(``world_size``: the processes that trained from that resume on; the number of processes is no setting, and a run may
+resume with another, see :mod:`ppl_vae.sharding`).
 
 The same comparison guards a ``config.json`` edited by hand after training: its fixed fields must still be those its
 checkpoint was trained with (stored in the checkpoint under ``"config"``).

@@ -39,6 +39,7 @@ from pathlib import Path
 import pyro
 import torch
 
+from ppl_vae import distributed
 from ppl_vae import resume as resume_module
 from ppl_vae.bounds import check_memory
 from ppl_vae.checkpoint import (
@@ -59,6 +60,7 @@ from ppl_vae.parts import check_run
 from ppl_vae.programs import UserProgram, as_user_program
 from ppl_vae.report import ReportConfig, write_report
 from ppl_vae.semisupervised import discrete_program, draw_discrete_figures, evaluate_discrete, training_view
+from ppl_vae.sharding import Sharding
 from ppl_vae.test_values import observed_digest, save_test_values
 from ppl_vae.train import fit, seed_everything, with_lr_horizon
 from ppl_vae.user_program import build_program
@@ -228,14 +230,17 @@ def train_run(
         resume_module.check_epochs(repr(str(run_dir)), config.train.epochs, trained_epochs)
         partial = state.get("partial") or {}
         now = {"epoch": trained_epochs, "step": partial.get("done", 0), "changes": applied}
+        now["world_size"] = distributed.world_size()
         resumes = [*state.get("resumes", []), now]
-    _make_run_folder(run_dir)
-    save_json(run_dir / CONFIG_FILE, json.loads(config.to_json()))
-    save_json(run_dir / ENVIRONMENT_FILE, environment(config.train.device))
+    writes = distributed.is_main()  # in a group of processes rank 0 writes the run folder, the others nothing
+    if writes:
+        _make_run_folder(run_dir)
+        save_json(run_dir / CONFIG_FILE, json.loads(config.to_json()))
+        save_json(run_dir / ENVIRONMENT_FILE, environment(distributed.rank_device(config.train.device)))
     if config.program is not None:
         pyro.clear_param_store()
     extra = {"config": json.loads(config.to_json()), "resumes": resumes}
-    log = _tensorboard_log(trained, data, config, run_dir, resume) if tensorboard else None
+    log = _tensorboard_log(trained, data, config, run_dir, resume) if tensorboard and writes else None
     try:
         history = fit(
             trainee,
@@ -250,14 +255,19 @@ def train_run(
     finally:
         if log is not None:
             log.close()
-    metrics = evaluate_vae(trained, data, config.evaluation, run_dir=run_dir)
+    # a sharded run (several processes, or --keyed-noise) keys its evaluation, which shares the test set out over
+    # the ranks and gives every rank the numbers of any process count; rank 0 writes what they found
+    sharding = Sharding.of_run(config.train.seed, config.train.keyed_noise)
+    keyed_seed = None if sharding is None else sharding.evaluation_seed()
+    metrics = evaluate_vae(trained, data, config.evaluation, run_dir=run_dir if writes else None, keyed_seed=keyed_seed)
     if discrete:
-        metrics.update(evaluate_discrete(trained, data, config))
+        metrics.update(evaluate_discrete(trained, data, config, keyed_seed=keyed_seed))
     metrics.update(
         train_elbo=history[-1]["train_elbo"],
         epochs=len(history),
         seconds=sum(record["seconds"] for record in history),
         history=history,
+        world_size=distributed.world_size(),
     )
     validated = [record for record in history if "val_elbo" in record]
     if validated:  # the last validation ELBO: what a selection among runs may use (the test set plays no part)
@@ -266,10 +276,11 @@ def train_run(
         metrics["resumes"] = resumes
     if config.program is not None:
         metrics["figures_skipped"] = figures_skipped(trained)
-    save_json(run_dir / METRICS_FILE, metrics)
-    draw_figures(trained, data, history, run_dir)
-    if discrete:
-        draw_discrete_figures(trained, data, run_dir)
+    if writes:
+        save_json(run_dir / METRICS_FILE, metrics)
+        draw_figures(trained, data, history, run_dir)
+        if discrete:
+            draw_discrete_figures(trained, data, run_dir)
     return metrics
 
 

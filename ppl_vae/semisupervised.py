@@ -75,12 +75,13 @@ from torch import nn
 from ppl_vae.config import ModelConfig, RunConfig, TrainConfig
 from ppl_vae.data import Dataset, binarize
 from ppl_vae.errors import InputError
-from ppl_vae.eval_shards import check_seed, derived_seed
+from ppl_vae.eval_shards import check_seed
 from ppl_vae.evaluate import Estimate, iwae_log_likelihood, observed_test_set
 from ppl_vae.guides import DiagonalNormalGuide
 from ppl_vae.likelihoods import LIKELIHOODS
 from ppl_vae.nets import MLP
 from ppl_vae.programs import UserProgram
+from ppl_vae.sharding import derived_seed
 
 UNLABELLED = -1
 """The label of an example whose class is not observed (the programs' ``y`` argument)."""

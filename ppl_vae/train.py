@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import signal
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -57,7 +58,7 @@ from pyro.infer.elbo import ELBO
 from torch import nn
 from tqdm.auto import tqdm
 
-from ppl_vae import evaluate
+from ppl_vae import distributed, evaluate
 from ppl_vae.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from ppl_vae.config import TrainConfig
 from ppl_vae.data import Dataset, binarize, minibatches, validation_split
@@ -68,6 +69,7 @@ from ppl_vae.nonfinite import Diverged, NonFiniteStep, bad_site, divergence_thre
 from ppl_vae.objectives import TrainingStep, latent_scale, make_step
 from ppl_vae.programs import UserProgram, as_user_program, rng_preserved
 from ppl_vae.resume import check_epochs, check_resume, rng_state, set_rng_state
+from ppl_vae.sharding import Sharding
 from ppl_vae.vae import VAE
 
 
@@ -157,7 +159,7 @@ def fit(
     program = _program(program, data, model, guide, modules, binarize_data, labels)
     if program.labels and (data.y_train is None or data.y_test is None):
         raise InputError(f"data set {data.name!r} has no labels: a conditional model needs y_train and y_test")
-    device = torch.device(config.device)
+    device = torch.device(distributed.rank_device(config.device))
     program.modules.to(device)
     x_train = data.x_train.to(device)
     x_test, y_test = evaluate.program_test_set(program, data)
@@ -171,20 +173,23 @@ def fit(
             raise InputError("resume=True needs the run_dir to resume from")
         snapshot = load_checkpoint(checkpoint_path, map_location=device)
         _check_resumable(snapshot, config, checkpoint_path)
-    elif checkpoint_path is not None:
+    elif checkpoint_path is not None and distributed.is_main():
         checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
     config = with_lr_horizon(config, x_train.shape[0], snapshot.get("lr_horizon") if snapshot else None)
 
     seed_everything(config.seed)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     step = make_step(program, config, elbo=elbo)
+    sharding = Sharding.of_run(config.seed, config.keyed_noise)
     if snapshot:
         history, partial, untrained = _restore(snapshot, program.modules, step, generator, checkpoint_path)
     else:
         history, partial = [], None
-        untrained = _untrained_elbo(program, x_test, test_args, config)
+        untrained = _untrained_elbo(program, x_test, test_args, config, sharding)
     first = _guarded_first_step(program, config)
     run = _Run(program, step, generator, config, checkpoint_path, dict(extra or {}), untrained, history)
+    run.sharding = sharding
+    progress = progress and distributed.is_main()
 
     with stop_requests() as request:
         for epoch in range(len(history) + 1, config.epochs + 1):
@@ -192,7 +197,9 @@ def fit(
             epoch_state = (
                 _EpochState.resumed(progress_now)
                 if progress_now
-                else _EpochState.start(epoch, x_train.shape[0], config.batch_size, generator, step.fixed_batch_shape)
+                else _EpochState.start(
+                    epoch, x_train.shape[0], config.batch_size, generator, step.fixed_batch_shape, run.world
+                )
             )
             _train_epoch(run, first, epoch_state, x_train, train_args, progress, request)
             record = {
@@ -206,10 +213,8 @@ def fit(
             if epoch_state.nan_skips:
                 record["nan_skips"] = epoch_state.nan_skips
             if epoch % config.eval_every == 0 or epoch == config.epochs:
-                test = evaluate.elbo(
-                    program.model, program.guide, x_test, num_particles=config.eval_particles, args=test_args
-                )
-                record.update({f"{held_out}_elbo": test.mean, f"{held_out}_elbo_se": test.se})
+                mean, se = held_out_elbo(program, x_test, test_args, config.eval_particles, run.sharding, epoch)
+                record.update({f"{held_out}_elbo": mean, f"{held_out}_elbo_se": se})
                 run.check_divergence(record, f"{held_out}_elbo")
             history.append(record)
             run.save()
@@ -217,8 +222,8 @@ def fit(
                 on_epoch(record)
             if progress:
                 tqdm.write(_describe(record, config.epochs))
-            if request.signum is not None:  # received during the epoch's last step or its evaluation
-                raise Interrupted(request.signum, epoch, len(epoch_state.batches))
+            if distributed.any_rank(request.signum is not None):  # during the epoch's last step or its evaluation
+                raise Interrupted(_signal_of(request), epoch, len(epoch_state.batches))
     return history
 
 
@@ -231,10 +236,16 @@ class _Run:
         self.program, self.step, self.generator, self.config = program, step, generator, config
         self.path, self.extra, self.untrained, self.history = path, extra, untrained, history
         self.nan_skips = sum(record.get("nan_skips", 0) for record in history)
+        self.sharding: Sharding | None = None  # this rank's share of a run in several processes or with keyed noise
+
+    @property
+    def world(self) -> int:
+        return 1 if self.sharding is None else self.sharding.world
 
     def save(self, partial: dict | None = None) -> None:
-        """Write the checkpoint (atomically) after the last finished epoch, or part-way through one (``partial``)."""
-        if self.path is None:
+        """Write the checkpoint (atomically) after the last finished epoch, or part-way through one (``partial``); in
+        a group of processes rank 0 writes it (every rank holds the same weights, optimizer state and history)."""
+        if self.path is None or not distributed.is_main():
             return
         state = {
             **self.extra,
@@ -245,6 +256,7 @@ class _Run:
             "train": dataclasses.asdict(self.config),
             "untrained_test_elbo": self.untrained,
             "rng": rng_state(self.generator),
+            "world_size": distributed.world_size(),
         }
         if partial is not None:
             state["partial"] = partial
@@ -310,10 +322,12 @@ class _EpochState:
     nan_skips: int = 0
 
     @classmethod
-    def start(cls, epoch: int, num_examples: int, batch_size: int, generator, fixed_batch_shape: bool):
+    def start(cls, epoch: int, num_examples: int, batch_size: int, generator, fixed_batch_shape: bool, world: int = 1):
         batches = list(minibatches(num_examples, batch_size, generator, device=generator.device))
         if fixed_batch_shape and len(batches) > 1 and len(batches[-1]) != batch_size:
             # a compiled step is traced for one batch shape; the remainder waits for the next shuffle
+            batches = batches[:-1]
+        if len(batches) > 1 and len(batches[-1]) < world:  # a rank would get no example (see ppl_vae.sharding)
             batches = batches[:-1]
         return cls(epoch, batches)
 
@@ -406,13 +420,17 @@ def _train_epoch(run: _Run, update: Callable, state: _EpochState, x_train, train
     started = time.perf_counter()
     for number in range(state.done, len(batches)):
         index = batches[number].to(device)
-        x = x_train[index]
-        if program.binary:
-            x = binarize(x, generator)
+        if run.sharding is None:
+            x = x_train[index]
+            if program.binary:
+                x = binarize(x, generator)
+            args = tuple(arg[index] for arg in train_args)
+        else:  # this rank's rows of the global minibatch, and its noise (see ppl_vae.sharding)
+            x, args = run.sharding.batch(x_train, train_args, index, program.binary, state.epoch, number)
+            step.at(state.epoch, number, len(index))
         beta_t = None
         if step.latent_scaled:
             beta_t = state.scale = latent_scale(config, state.epoch - 1 + number / len(batches))
-        args = tuple(arg[index] for arg in train_args)
         try:
             loss = update(step, x, args, beta_t)
         except NonFiniteStep as error:
@@ -432,25 +450,48 @@ def _train_epoch(run: _Run, update: Callable, state: _EpochState, x_train, train
         bar.update(1)
         if state.seen:
             bar.set_postfix(elbo=f"{-state.total / state.seen:.2f}", refresh=False)
-        if request.signum is not None and state.done < len(batches):
+        if state.done < len(batches) and distributed.any_rank(request.signum is not None):
             state.seconds += time.perf_counter() - started
             bar.close()
             run.save(partial=state.as_partial())
-            raise Interrupted(request.signum, state.epoch, state.done)
+            raise Interrupted(_signal_of(request), state.epoch, state.done)
     bar.close()
     state.seconds += time.perf_counter() - started
     if not state.seen:
         raise FloatingPointError(f"every step of epoch {state.epoch} was skipped as not finite: lower --lr")
 
 
-def _untrained_elbo(program: UserProgram, x_test: torch.Tensor, test_args: tuple, config: TrainConfig) -> float:
+def _untrained_elbo(
+    program: UserProgram, x_test: torch.Tensor, test_args: tuple, config: TrainConfig, sharding: Sharding | None
+) -> float:
     """The test ELBO of the programs before training (nats per example), the baseline of the divergence check;
     computed with the RNG left as it was, so that the run's numbers do not depend on it."""
     with rng_preserved(x_test.device):
-        estimate = evaluate.elbo(
-            program.model, program.guide, x_test, num_particles=config.eval_particles, args=test_args
-        )
-    return estimate.mean
+        mean, _ = held_out_elbo(program, x_test, test_args, config.eval_particles, sharding, epoch=0)
+    return mean
+
+
+def held_out_elbo(
+    program: UserProgram, x: torch.Tensor, args: tuple, num_particles: int, sharding: Sharding | None, epoch: int
+) -> tuple[float, float]:
+    """``(mean, standard error)`` of the ELBO of ``x`` ``(N, ...)`` with ``num_particles`` samples per example,
+    nats per example (:func:`ppl_vae.evaluate.elbo`): the one evaluation inside the training loop (the held-out ELBO
+    after ``epoch``, and the untrained baseline as epoch 0).
+
+    The default single-process path (``sharding`` is ``None``) draws from torch's RNG as it is. A sharded run (more
+    than one process, or ``--keyed-noise``) keys the evaluation to the epoch (:meth:`Sharding.evaluation_seed`): its
+    batches are shared out over the ranks (:mod:`ppl_vae.eval_shards`), every rank gets the same numbers, and they
+    are the numbers of any other number of processes."""
+    keyed_seed = None if sharding is None else sharding.evaluation_seed(epoch)
+    estimate = evaluate.elbo(
+        program.model, program.guide, x, num_particles=num_particles, args=args, keyed_seed=keyed_seed
+    )
+    return estimate.mean, estimate.se
+
+
+def _signal_of(request) -> int:
+    """The signal that stops the run: this process's, or SIGTERM where only another rank received one."""
+    return signal.SIGTERM if request.signum is None else request.signum
 
 
 def _check_resumable(snapshot: dict, config: TrainConfig, path: Path) -> None:
@@ -463,7 +504,8 @@ def _check_resumable(snapshot: dict, config: TrainConfig, path: Path) -> None:
     where = repr(str(path.parent))
     if "train" in snapshot:
         requested = dataclasses.asdict(dataclasses.replace(config, lr_horizon=snapshot["train"].get("lr_horizon")))
-        check_resume(where, {"train": snapshot["train"]}, {"train": requested})
+        stored = {**dataclasses.asdict(TrainConfig()), **snapshot["train"]}  # a field added since: its default
+        check_resume(where, {"train": stored}, {"train": requested})
     check_epochs(where, config.epochs, len(snapshot["history"]))
 
 

@@ -211,6 +211,7 @@ def stubbed_work():
     """Replace what each command does after its checks (train, evaluate, compare, draw, write) with :func:`_stop`."""
     import ppl_vae.lab
     import ppl_vae.lab.discrete
+    import ppl_vae.launch
     import ppl_vae.plots
     import ppl_vae.run
     import ppl_vae.use
@@ -218,6 +219,7 @@ def stubbed_work():
 
     targets = [
         (ppl_vae.run, "fit"),
+        (ppl_vae.launch, "launch"),  # --nproc N: torchrun's processes would train for real
         (ppl_vae.run, "evaluate_vae"),
         (ppl_vae.lab, "compare_kl"),
         (ppl_vae.lab.discrete, "compare_discrete"),

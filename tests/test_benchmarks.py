@@ -2,6 +2,7 @@
 baselines are the same computation as the project's step and evaluation."""
 
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -97,3 +98,15 @@ def test_eval_speed_quick_run_on_a_tiny_size(tmp_path):
         assert math.isfinite(result[side]["examples_per_second"]) and result[side]["examples_per_second"] > 0
     assert math.isfinite(result["ratio"]) and result["ratio"] > 0
     assert result["max_abs_difference"] < 1e-3, result["max_abs_difference"]
+
+
+def test_ddp_speed_times_a_torchrun_run_on_a_tiny_size(tmp_path):
+    """The data-parallel benchmark with tiny sizes: one configuration, 2 processes under torchrun, its seconds per
+    epoch read from the run's metrics.json and written to the JSON result."""
+    ddp_speed = load_benchmark("ddp_speed")
+    out = tmp_path / "ddp.json"
+    argv = ["--configurations", "mlp", "--processes", "2", "--epochs", "1", "--train-examples", "40"]
+    result = ddp_speed.main([*argv, "--batch-size", "20", "--cpu-threads", "2", "--out", str(out)])
+    (row,) = result["rows"]["mlp"].values()
+    assert row["processes"] == 2 and row["epoch_seconds"] > 0 and row["speed_up"] == 1.0
+    assert json.loads(out.read_text())["rows"] == result["rows"]

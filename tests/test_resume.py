@@ -42,7 +42,8 @@ def test_changes_that_keep_the_numbers_are_applied_and_recorded(run_dir, capsys)
     assert main([*argv, "--epochs", "2", "--k", "7", "--device", "cpu"]) == 0
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["k"] == 7 and metrics["epochs"] == 2
-    assert metrics["resumes"] == [{"epoch": 1, "step": 0, "changes": {"evaluation.k": [5, 7], "train.epochs": [1, 2]}}]
+    changes = {"evaluation.k": [5, 7], "train.epochs": [1, 2]}
+    assert metrics["resumes"] == [{"epoch": 1, "step": 0, "changes": changes, "world_size": 1}]
     assert json.loads((run_dir / "config.json").read_text())["train"]["epochs"] == 2
     assert main([*argv, "--epochs", "3", "--on-nan", "skip"]) == 0
     resumes = load_checkpoint(run_dir / "checkpoint.pt")["resumes"]

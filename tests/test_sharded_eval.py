@@ -20,10 +20,11 @@ from ppl_vae.config import EvalConfig, ModelConfig, ProgramSpec
 from ppl_vae.data import Dataset
 from ppl_vae.diagnostics import diagnose
 from ppl_vae.errors import InputError
-from ppl_vae.eval_shards import derived_seed, evaluation_seed, owned_batches, rows_per_rank
+from ppl_vae.eval_shards import evaluation_seed, owned_batches, rows_per_rank
 from ppl_vae.evaluate import elbo, iwae_log_likelihood, observed_test_set
 from ppl_vae.run import evaluate_vae
 from ppl_vae.semisupervised import class_log_joint, discrete_program
+from ppl_vae.sharding import derived_seed
 from ppl_vae.vae import VAE
 
 SEED, N, D = 7, 13, 6

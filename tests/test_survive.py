@@ -151,7 +151,9 @@ def test_sigterm_during_training_exits_143_with_one_line_and_resumes(tmp_path, c
     assert not (run_dir / "metrics.json").exists()
     monkeypatch.undo()
     assert main(["train", "--resume", "--out", str(run_dir), "--no-progress"]) == 0
-    assert json.loads((run_dir / "metrics.json").read_text())["resumes"] == [{"epoch": 0, "step": 5, "changes": {}}]
+    assert json.loads((run_dir / "metrics.json").read_text())["resumes"] == [
+        {"epoch": 0, "step": 5, "changes": {}, "world_size": 1}
+    ]
 
 
 def test_a_second_sigint_stops_at_once_and_keeps_the_previous_checkpoint(tmp_path, capsys, monkeypatch):
