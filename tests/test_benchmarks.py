@@ -97,3 +97,14 @@ def test_eval_speed_quick_run_on_a_tiny_size(tmp_path):
         assert math.isfinite(result[side]["examples_per_second"]) and result[side]["examples_per_second"] > 0
     assert math.isfinite(result["ratio"]) and result["ratio"] > 0
     assert result["max_abs_difference"] < 1e-3, result["max_abs_difference"]
+
+
+def test_heads_study_quick_writes_every_question(tmp_path):
+    heads_study = load_benchmark("heads_study")
+    result = heads_study.main(["--quick", "--out", str(tmp_path)])
+    assert set(result["questions"]) == {"mechanism", "optimizer", "lr", "zdim", "inactive"}
+    assert len(result["heads"]) == len({tuple(run.values()) for runs in result["questions"].values() for run in runs})
+    text = (tmp_path / "heads_study.md").read_text()
+    assert "log_scale, scale step x0.5 - log_var" in text and "log_scale, scale step x0.25 - log_var" in text
+    for name in ("mechanism", "optimizer", "lr", "zdim", "inactive"):
+        assert (tmp_path / f"heads_{name}.png").stat().st_size > 0
