@@ -361,7 +361,9 @@ def _band(axes, curves: list[list[float]], colour: str, label: str, style: str =
     values = np.array([curve[:length] for curve in curves], dtype=float)
     epochs = np.arange(1, length + 1)
     mean = values.mean(axis=0)
-    axes.plot(epochs, mean, style, color=colour, label=f"{label} ({len(curves)} seed{'s' if len(curves) > 1 else ''})")
+    marker = "o" if length < 3 else None  # a curve of one or two epochs would be invisible without
+    seeds = f"{len(curves)} seed{'s' if len(curves) > 1 else ''}"
+    axes.plot(epochs, mean, style, color=colour, marker=marker, label=f"{label} ({seeds})")
     if len(curves) > 1:
         se = values.std(axis=0, ddof=1) / math.sqrt(len(curves))
         axes.fill_between(epochs, mean - se, mean + se, color=colour, alpha=0.2, linewidth=0)
