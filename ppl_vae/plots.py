@@ -370,18 +370,30 @@ def _band(axes, curves: list[list[float]], colour: str, label: str, style: str =
 
 
 HEAD_VALUES = {
-    "difference": "test ELBO minus log_var's, same seed (nats per example)",
+    "difference": "test ELBO - log_var's, same seed (nats)",
     "test_elbo": "test ELBO (nats per example, higher is better)",
     "inactive_scale": "mean posterior std of the inactive dims",
+    "least_used_scale": "mean posterior std, least-used 1/5 of dims",
 }
+
+
+def least_used_scale_curve(row: dict) -> list[float] | None:
+    """The mean posterior standard deviation per epoch of the ``z_dim // 5`` (at least 1) dimensions with the smallest
+    KL after the last epoch; ``None`` without per-dimension records."""
+    if not row.get("kl_per_dim") or not row.get("scale_curve"):
+        return None
+    count = max(1, row["z_dim"] // 5)
+    least = sorted(range(row["z_dim"]), key=lambda dim: row["kl_per_dim"][dim])[:count]
+    return [sum(epoch[dim] for dim in least) / count for epoch in row["scale_curve"]]
 
 
 def plot_head_curves(heads: list[dict], path: str | Path, title: str = "Scale heads", value: str = "difference"):
     """One panel per (estimator, optimizer, lr, z_dim) of the heads study's runs, one line per (head, scale-step
     factor), the mean over seeds with a +- one standard error band. ``value``: ``difference`` (each run's test ELBO
     minus that of ``log_var`` at factor 1 with the same seed, where the panel has it; raw test ELBO otherwise),
-    ``test_elbo``, or ``inactive_scale`` (the mean posterior standard deviation of the dimensions that end with
-    KL < 0.01 nats, per epoch; runs with none are left out)."""
+    ``test_elbo``, ``inactive_scale`` (the mean posterior standard deviation of the dimensions that end with
+    KL < 0.01 nats, per epoch; runs with none are left out) or ``least_used_scale`` (the same for the fifth of the
+    dimensions with the smallest final KL, :func:`least_used_scale_curve`)."""
     from ppl_vae.lab.heads_study import CELL_KEYS, cell_name, run_label
 
     cells = list(dict.fromkeys(tuple(row[key] for key in CELL_KEYS) for row in heads))
@@ -406,6 +418,8 @@ def plot_head_curves(heads: list[dict], path: str | Path, title: str = "Scale he
                 ]
             elif shown == "inactive_scale":
                 curves = [row["inactive_scale_curve"] for row in members if row.get("inactive_scale_curve")]
+            elif shown == "least_used_scale":
+                curves = [curve for curve in map(least_used_scale_curve, members) if curve]
             else:
                 curves = [row["test_elbo_curve"] for row in members]
             if curves:
