@@ -325,8 +325,10 @@ def command_compare_kl(args) -> None:
         seed=args.seed,
         **{key: value for key, value in options.items() if value is not None},
     )
+    head_runs, fresh = lab.heads_design_from_args(args, vae, settings)
     out = args.out or Path("runs") / f"compare-kl-{Path(data.name).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    print(lab.write_report(lab.compare_kl(vae, data, settings, heads=args.heads), out))
+    result = lab.compare_kl(vae, data, settings, heads=args.heads, head_runs=head_runs, fresh=fresh)
+    print(lab.write_report(result, out))
     print(f"written: {out}/compare_kl.json, compare_kl.md, compare_kl.png")
 
 

@@ -480,6 +480,33 @@ def _compare_kl_flags() -> tuple[Flag, ...]:
         option("--seed", int, LabConfig, "seed", "seed of every random number generator, 0 to 2^32 - 1"),
         option("--device", str, LabConfig, "device", "torch device, e.g. cpu or cuda"),
         switch("--heads", "also train each scale head under MC and analytic KL"),
+        option("--lrs", str, None, "--lr", "--heads: Adam's learning rates, comma-separated", unset=True),
+        option(
+            "--sgd-lrs",
+            str,
+            None,
+            "none",
+            "--heads: plain SGD's learning rates, comma-separated (SGD's step is lr x gradient: Adam's rates do not "
+            "carry over)",
+            unset=True,
+        ),
+        option("--optimizers", str, None, "adam", "--heads: adam, sgd or both, comma-separated", unset=True),
+        option(
+            "--scale-lr-factor",
+            str,
+            None,
+            "1",
+            "--heads: factors of the learning rate of the log_scale head's scale rows, comma-separated (0.5: Adam's "
+            "step under log_var; 0.25 under SGD)",
+            unset=True,
+        ),
+        option("--z-dims", str, None, "--z-dim", "--heads: latent widths of fresh VAEs, comma-separated", unset=True),
+        option(
+            "--seeds", str, None, "--seed", "--heads: seeds, comma-separated (weights, data order, noise)", unset=True
+        ),
+        option(
+            "--head-estimators", str, None, "trace,meanfield", "--heads: the KL estimators, comma-separated", unset=True
+        ),
         option("--out", Path, None, "runs/compare-kl-<data>-<time>", "output folder", unset=True),
     )
 

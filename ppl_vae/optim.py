@@ -36,18 +36,27 @@ first meets it); the fast training path (``TrainConfig.path``) keeps one torch o
 coordinate's update reads only that coordinate's gradient and state), so the two take the same steps; the fast
 path's state is saved in Pyro's format (:func:`per_parameter_state`, :func:`load_per_parameter_state`), so a
 checkpoint written on one path resumes on the other.
+
+**Per-row learning rates** (:func:`rows_lr_factor`, a context manager): a prefix selects whole tensors, not rows of
+one. For rows of a weight (the scale rows of the encoder's last layer, ``ppl_vae.lab.heads_study``), every optimizer
+step inside the context is followed by ``rows = old + factor * (new - old)``. For an optimizer whose update is
+``lr`` times a function of the gradients and its own state, and whose state does not depend on ``lr`` (``adam``,
+``adamw``, ``clipped-adam``, ``sgd``, with or without momentum), this is exactly the step at ``lr * factor`` for those
+rows; it acts on every torch optimizer stepped inside the context (the fast path's one, Pyro's one per parameter).
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import pyro.optim
 import torch
 from pyro.optim.clipped_adam import ClippedAdam
 from pyro.params.param_store import normalize_param_name
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 from ppl_vae.registry import Registry
 
@@ -197,3 +206,51 @@ def _group_entry(schedule: dict, number: int, groups: int) -> dict:
         key: [value[number]] if isinstance(value, list) and len(value) == groups else value
         for key, value in schedule.items()
     }
+
+
+@contextlib.contextmanager
+def rows_lr_factor(rows: Sequence[tuple[torch.Tensor, slice]], factor: float) -> Iterator[None]:
+    """Inside the context, every torch optimizer step moves the rows ``tensor[where]`` of each ``(tensor, where)`` in
+    ``rows`` by ``factor`` times the step it took: ``tensor[where] = old + factor * (new - old)``.
+
+    The optimizer's state (Adam's moments, SGD's momentum) is untouched, so for the elementwise optimizers of
+    :data:`OPTIMIZERS`, whose state does not depend on ``lr``, this is the optimizer run at ``lr * factor`` on those
+    rows (and ``lr`` elsewhere). A step that leaves a tensor out (another parameter's optimizer on Pyro's plain path)
+    leaves it alone. ``factor == 1`` installs nothing.
+
+    Example::
+
+        layer = vae.encoder.net[-1]             # emits [loc | h], h in rows z_dim:2 z_dim
+        with rows_lr_factor([(layer.weight, slice(z_dim, None)), (layer.bias, slice(z_dim, None))], 0.5):
+            fit(vae, data, config)
+    """
+    if factor == 1:
+        yield
+        return
+    before: dict[tuple[int, int], torch.Tensor] = {}
+
+    def members(optimizer) -> set[int]:
+        return {id(parameter) for group in optimizer.param_groups for parameter in group["params"]}
+
+    def remember(optimizer, args, kwargs) -> None:
+        inside = members(optimizer)
+        for index, (tensor, where) in enumerate(rows):
+            if id(tensor) in inside:
+                before[id(optimizer), index] = tensor.detach()[where].clone()
+
+    @torch.no_grad()
+    def rescale(optimizer, args, kwargs) -> None:
+        for index, (tensor, where) in enumerate(rows):
+            old = before.pop((id(optimizer), index), None)
+            if old is not None:
+                tensor[where] = old + factor * (tensor[where] - old)
+
+    handles = [
+        register_optimizer_step_pre_hook(remember),
+        register_optimizer_step_post_hook(rescale),
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -354,6 +354,127 @@ def plot_heads(heads: list[dict], path: str | Path, title: str = "Scale heads") 
     return _save(figure, path)
 
 
+def _band(axes, curves: list[list[float]], colour: str, label: str, style: str = "-") -> None:
+    """The mean of ``curves`` (one per seed, cut to the shortest) against the epoch, with a band of +- one standard
+    error over seeds where there are two or more."""
+    length = min(len(curve) for curve in curves)
+    values = np.array([curve[:length] for curve in curves], dtype=float)
+    epochs = np.arange(1, length + 1)
+    mean = values.mean(axis=0)
+    marker = "o" if length < 3 else None  # a curve of one or two epochs would be invisible without
+    seeds = f"{len(curves)} seed{'s' if len(curves) > 1 else ''}"
+    axes.plot(epochs, mean, style, color=colour, marker=marker, label=f"{label} ({seeds})")
+    if len(curves) > 1:
+        se = values.std(axis=0, ddof=1) / math.sqrt(len(curves))
+        axes.fill_between(epochs, mean - se, mean + se, color=colour, alpha=0.2, linewidth=0)
+
+
+HEAD_VALUES = {
+    "difference": "test ELBO - log_var's, same seed (nats)",
+    "test_elbo": "test ELBO (nats per example, higher is better)",
+    "inactive_scale": "mean posterior std of the inactive dims",
+    "least_used_scale": "mean posterior std, least-used 1/5 of dims",
+}
+
+
+def least_used_scale_curve(row: dict) -> list[float] | None:
+    """The mean posterior standard deviation per epoch of the ``z_dim // 5`` (at least 1) dimensions with the smallest
+    KL after the last epoch; ``None`` without per-dimension records."""
+    if not row.get("kl_per_dim") or not row.get("scale_curve"):
+        return None
+    count = max(1, row["z_dim"] // 5)
+    least = sorted(range(row["z_dim"]), key=lambda dim: row["kl_per_dim"][dim])[:count]
+    return [sum(epoch[dim] for dim in least) / count for epoch in row["scale_curve"]]
+
+
+def plot_head_curves(heads: list[dict], path: str | Path, title: str = "Scale heads", value: str = "difference"):
+    """One panel per (estimator, optimizer, lr, z_dim) of the heads study's runs, one line per (head, scale-step
+    factor), the mean over seeds with a +- one standard error band. ``value``: ``difference`` (each run's test ELBO
+    minus that of ``log_var`` at factor 1 with the same seed, where the panel has it; raw test ELBO otherwise),
+    ``test_elbo``, ``inactive_scale`` (the mean posterior standard deviation of the dimensions that end with
+    KL < 0.01 nats, per epoch; runs with none are left out) or ``least_used_scale`` (the same for the fifth of the
+    dimensions with the smallest final KL, :func:`least_used_scale_curve`)."""
+    from ppl_vae.lab.heads_study import CELL_KEYS, cell_name, run_label
+
+    cells = list(dict.fromkeys(tuple(row[key] for key in CELL_KEYS) for row in heads))
+    labels = list(dict.fromkeys(run_label(row) for row in heads))
+    colours = {label: f"C{index % 10}" for index, label in enumerate(labels)}
+    columns = min(len(cells), 3)
+    rows_of_panels = math.ceil(len(cells) / columns)
+    figure, panels = plt.subplots(
+        rows_of_panels, columns, figsize=(4.6 * columns + 0.6, 3.8 * rows_of_panels + 0.4), squeeze=False
+    )
+    for axes, cell in zip(panels.flat, cells, strict=False):
+        rows = [row for row in heads if tuple(row[key] for key in CELL_KEYS) == cell]
+        base = {row["seed"]: row for row in rows if row["head"] == "log_var" and row["scale_lr_factor"] == 1}
+        shown = value if value != "difference" or base else "test_elbo"
+        for label in labels:
+            members = [row for row in rows if run_label(row) == label]
+            if shown == "difference":
+                members = [row for row in members if row["seed"] in base]
+                curves = [
+                    [a - b for a, b in zip(row["test_elbo_curve"], base[row["seed"]]["test_elbo_curve"], strict=False)]
+                    for row in members
+                ]
+            elif shown == "inactive_scale":
+                curves = [row["inactive_scale_curve"] for row in members if row.get("inactive_scale_curve")]
+            elif shown == "least_used_scale":
+                curves = [curve for curve in map(least_used_scale_curve, members) if curve]
+            else:
+                curves = [row["test_elbo_curve"] for row in members]
+            if curves:
+                style = "--" if label == "log_var" else "-"
+                _band(axes, curves, "black" if label == "log_var" else colours[label], label, style)
+        axes.set(xlabel="epoch", ylabel=HEAD_VALUES[shown], title=cell_name(rows[0]))
+        axes.title.set_fontsize("medium")
+        axes.grid(alpha=0.3)
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend(fontsize="x-small")
+    for axes in list(panels.flat)[len(cells) :]:
+        axes.set_visible(False)
+    figure.suptitle(title)
+    return _save(figure, path)
+
+
+def plot_head_lr(heads: list[dict], path: str | Path, title: str = "Scale heads over learning rates") -> Path:
+    """The last epoch's test ELBO (mean +- standard error over seeds) against the learning rate, one line per (head,
+    scale-step factor), one panel per (estimator, optimizer, z_dim)."""
+    from ppl_vae.lab.heads_study import mean_and_se, run_label
+
+    cells = list(dict.fromkeys((row["estimator"], row["optimizer"], row["z_dim"]) for row in heads))
+    labels = list(dict.fromkeys(run_label(row) for row in heads))
+    figure, panels = plt.subplots(1, len(cells), figsize=(5.2 * len(cells) + 0.6, 4.2), squeeze=False)
+    for axes, cell in zip(panels.flat, cells, strict=True):
+        for index, label in enumerate(labels):
+            members = [row for row in heads if (row["estimator"], row["optimizer"], row["z_dim"]) == cell]
+            members = [row for row in members if run_label(row) == label]
+            rates = sorted({row["lr"] for row in members})
+            if not rates:
+                continue
+            points = [mean_and_se([row["test_elbo_curve"][-1] for row in members if row["lr"] == lr]) for lr in rates]
+            errors = [se or 0.0 for _, se in points]
+            axes.errorbar(
+                rates,
+                [mean for mean, _ in points],
+                yerr=errors,
+                marker="o",
+                capsize=3,
+                color="black" if label == "log_var" else f"C{index % 10}",
+                label=label,
+            )
+        axes.set_xscale("log")
+        epochs = min(len(row["test_elbo_curve"]) for row in heads)
+        axes.set(
+            xlabel="learning rate",
+            ylabel=f"test ELBO after epoch {epochs} (nats per example)",
+            title=f"{cell[0]}, {cell[1]}, z_dim {cell[2]}",
+        )
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="small")
+    figure.suptitle(title)
+    return _save(figure, path)
+
+
 def plot_curve_overlay(curves: dict[str, tuple[str, list[int], list[float]]], path: str | Path) -> Path:
     """One line per run: ``{name: (key, epochs, values)}`` with ``key`` ``val_elbo`` or ``test_elbo``, the
     per-epoch held-out ELBO in nats per example (higher is better), overlaid on the same axes."""

@@ -110,3 +110,14 @@ def test_ddp_speed_times_a_torchrun_run_on_a_tiny_size(tmp_path):
     (row,) = result["rows"]["mlp"].values()
     assert row["processes"] == 2 and row["epoch_seconds"] > 0 and row["speed_up"] == 1.0
     assert json.loads(out.read_text())["rows"] == result["rows"]
+
+
+def test_heads_study_quick_writes_every_question(tmp_path):
+    heads_study = load_benchmark("heads_study")
+    result = heads_study.main(["--quick", "--out", str(tmp_path)])
+    assert set(result["questions"]) == {"mechanism", "optimizer", "lr", "zdim", "inactive"}
+    assert len(result["heads"]) == len({tuple(run.values()) for runs in result["questions"].values() for run in runs})
+    text = (tmp_path / "heads_study.md").read_text()
+    assert "log_scale, scale step x0.5 - log_var" in text and "log_scale, scale step x0.25 - log_var" in text
+    for name in ("mechanism", "optimizer", "lr", "zdim", "inactive"):
+        assert (tmp_path / f"heads_{name}.png").stat().st_size > 0

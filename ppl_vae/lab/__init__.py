@@ -41,7 +41,16 @@ Example::
 """
 
 from ppl_vae.lab.compare import compare_kl, prepare
-from ppl_vae.lab.heads_study import HEAD_ESTIMATORS, compare_heads, head_layer, start_heads_alike
+from ppl_vae.lab.heads_study import (
+    HEAD_ESTIMATORS,
+    HeadRun,
+    compare_heads,
+    fresh_vae,
+    head_layer,
+    heads_design_from_args,
+    heads_grid,
+    start_heads_alike,
+)
 from ppl_vae.lab.measure import (
     ESTIMATORS,
     FixedNoise,
@@ -62,6 +71,7 @@ __all__ = [
     "ESTIMATORS",
     "HEAD_ESTIMATORS",
     "FixedNoise",
+    "HeadRun",
     "LabConfig",
     "MeanfieldCheck",
     "agreement",
@@ -70,8 +80,11 @@ __all__ = [
     "compare_kl",
     "describe_meanfield",
     "format_report",
+    "fresh_vae",
     "has_analytic_kl",
     "head_layer",
+    "heads_design_from_args",
+    "heads_grid",
     "meanfield_check",
     "measure_estimator",
     "parameter_groups",

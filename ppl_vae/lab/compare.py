@@ -29,7 +29,13 @@ from ppl_vae.vae import VAE
 
 
 def compare_kl(
-    vae: VAE | UserProgram, data: Dataset, settings: LabConfig, heads: bool = False, progress: bool = True
+    vae: VAE | UserProgram,
+    data: Dataset,
+    settings: LabConfig,
+    heads: bool = False,
+    progress: bool = True,
+    head_runs: list | None = None,
+    fresh=None,
 ) -> dict:
     """Compare the estimators of ``settings.estimators`` on ``vae`` (the built-in VAE, fresh or trained, or a user's
     program: any latent sites, labels ``y`` passed where the program takes them) and ``data``.
@@ -41,7 +47,8 @@ def compare_kl(
     closed-form estimator its name says (:func:`~ppl_vae.lab.measure.meanfield_check`: a guide that is not mean-field,
     or a site without a registered closed form); every other estimator that cannot serve the model (the hand-written
     classic losses on anything but the one-latent Bernoulli VAE) stops the study before any work, with one line. With
-    ``heads=True`` :func:`~ppl_vae.lab.heads_study.compare_heads` runs too (key ``heads``).
+    ``heads=True`` :func:`~ppl_vae.lab.heads_study.compare_heads` runs too (key ``heads``), with ``head_runs`` and
+    ``fresh`` (its ``runs`` and ``fresh``: ``None`` for every head under each estimator at ``settings``).
 
     Returns:
         A JSON-ready dict: ``estimators`` (one dict per estimator measured: ``name``, ``elbo_mean``, ``elbo_se``,
@@ -97,7 +104,7 @@ def compare_kl(
         "agreement": agreement(rows),
     }
     if heads:
-        result["heads"] = compare_heads(vae, data, settings, progress=progress)
+        result["heads"] = compare_heads(vae, data, settings, progress=progress, runs=head_runs, fresh=fresh)
     return result
 
 

@@ -312,9 +312,11 @@ def train_from(
     data: Dataset,
     train_config: TrainConfig,
     before_training: Callable[[VAE | UserProgram], None] | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> dict:
     """Train ``vae`` (or a user's program, with its labels if it takes them) from the weights ``initial_state``,
-    after ``before_training(vae)`` if given (the heads study aligns the heads there), with ``train_config``'s seed.
+    after ``before_training(vae)`` if given (the heads study aligns the heads there), with ``train_config``'s seed;
+    ``on_epoch`` is :func:`~ppl_vae.train.fit`'s (called with each epoch's record).
 
     Returns:
         ``test_elbo_curve`` and ``train_elbo_curve`` (one number per epoch, nats per example) and
@@ -326,7 +328,7 @@ def train_from(
         before_training(vae)
     if not isinstance(vae, VAE):  # a program's pyro.module names are fixed: drop parameters an earlier run left
         pyro.clear_param_store()
-    history = fit(vae, data, train_config, progress=False)
+    history = fit(vae, data, train_config, progress=False, on_epoch=on_epoch)
     steps = math.ceil(data.x_train.shape[0] / train_config.batch_size) * len(history)
     return {
         "test_elbo_curve": [record["test_elbo"] for record in history],

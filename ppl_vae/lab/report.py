@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ppl_vae.checkpoint import save_json
+from ppl_vae.lab.heads_study import mean_and_se, paired_differences, run_groups, run_label
 from ppl_vae.tables import table
 
 
@@ -43,25 +44,65 @@ def _estimator_table(result: dict) -> str:
     return table(header, rows)
 
 
-def _heads_table(heads: list[dict]) -> str:
+def _plus_minus(mean: float, se: float | None, digits: int = 2) -> str:
+    return f"{mean:+.{digits}f}" + ("" if se is None else f" +- {se:.{digits}f}")
+
+
+def heads_table(heads: list[dict]) -> str:
+    """One row per setting (head, factor, estimator, optimizer, lr, z_dim): test ELBO means over its seeds (+- the
+    standard error with two or more seeds), and the dimensions that end inactive with their mean posterior std."""
     header = [
         "head",
         "estimator",
+        "optimizer, lr",
+        "z_dim",
+        "seeds",
         "test ELBO after epoch 1, nats per example",
         "after last epoch, nats per example",
         "best, nats per example",
+        "inactive dims (KL < 0.01 nats)",
+        "their mean posterior std, last epoch",
     ]
-    rows = [
-        [
-            row["head"],
-            row["estimator"],
-            f"{row['test_elbo_curve'][0]:.3f}",
-            f"{row['test_elbo_curve'][-1]:.3f}",
-            f"{max(row['test_elbo_curve']):.3f}",
-        ]
-        for row in heads
+    rows = []
+    for group in run_groups(heads).values():
+        first = group[0]
+        last = mean_and_se([row["test_elbo_curve"][-1] for row in group])
+        inactive = [row for row in group if row.get("inactive_dims") is not None]
+        scales = [row["inactive_scale_curve"][-1] for row in inactive if row["inactive_scale_curve"] is not None]
+        rows.append(
+            [
+                run_label(first),
+                first["estimator"],
+                f"{first['optimizer']} {first['lr']:g}",
+                str(first["z_dim"]),
+                str(len(group)),
+                f"{mean_and_se([row['test_elbo_curve'][0] for row in group])[0]:.3f}",
+                f"{last[0]:.3f}" + ("" if last[1] is None else f" +- {last[1]:.3f}"),
+                f"{mean_and_se([max(row['test_elbo_curve']) for row in group])[0]:.3f}",
+                f"{mean_and_se([len(row['inactive_dims']) for row in inactive])[0]:.1f}" if inactive else "-",
+                f"{mean_and_se(scales)[0]:.3f}" if scales else "-",
+            ]
+        )
+    return table(header, rows, align="llllrrrrrr")
+
+
+def heads_comparisons(heads: list[dict]) -> list[str]:
+    comparisons = paired_differences(heads)
+    if not comparisons:
+        return []
+    lines = [
+        "",
+        "Paired differences of test ELBO against log_var (same seed, same start, same minibatches; mean +- standard "
+        "error over seeds, nats per example; positive: ahead of log_var):",
+        "",
     ]
-    return table(header, rows, align="llrrr")
+    for row in comparisons:
+        lines.append(
+            f"- {row['cell']}: {row['label']}: epoch {row['early_epoch']} {_plus_minus(row['early'], row['early_se'])}"
+            f", epoch {row['last_epoch']} {_plus_minus(row['last'], row['last_se'])} (paired over {row['seeds']} "
+            f"seed{'s' if row['seeds'] != 1 else ''})"
+        )
+    return lines
 
 
 def format_report(result: dict) -> str:
@@ -94,7 +135,7 @@ def format_report(result: dict) -> str:
     if result["skipped"]:
         lines.append(f"Left out of the table for that reason: {', '.join(result['skipped'])}.")
     if "heads" in result:
-        lines += ["", _heads_table(result["heads"])]
+        lines += ["", heads_table(result["heads"]), *heads_comparisons(result["heads"])]
     return "\n".join(lines) + "\n"
 
 
@@ -113,5 +154,7 @@ def write_report(result: dict, out_dir: str | Path) -> str:
         result["estimators"], out_dir / "compare_kl.png", title=title, groups=result["parameter_groups"]
     )
     if "heads" in result:
-        plots.plot_heads(result["heads"], out_dir / "compare_kl_heads.png", title=f"{result['data']}: scale heads")
+        plots.plot_head_curves(
+            result["heads"], out_dir / "compare_kl_heads.png", title=f"{result['data']}: scale heads"
+        )
     return text
