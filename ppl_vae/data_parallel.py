@@ -23,16 +23,13 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 
-import pyro
 import torch
-from pyro import poutine
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ppl_vae import distributed
 from ppl_vae.errors import InputError
 from ppl_vae.objectives import FastStep
-from ppl_vae.optim import torch_optimizer
 from ppl_vae.sharding import Sharding
 
 SHARDED_OBJECTIVES = "trace, meanfield, stl or enum"
@@ -101,37 +98,7 @@ class ShardedStep(FastStep):
         (loss * self.sharding.world if self.sharding.world > 1 else loss).backward()
         return distributed.sum_over_ranks(loss.detach().to(torch.float64)).item()
 
-    def _loss_and_grads(self, arguments: tuple) -> float:
-        store = pyro.get_param_store()
-        self.known = len(store)
-        self.optimizer.zero_grad(set_to_none=True)
-        with pyro.validation_enabled(False):
-            loss = self._backward(arguments)
-        if len(store) != self.known:
-            self._add_new_parameters()
-        return loss
-
-    def _first_update(self, arguments: tuple) -> float:
-        for parameter in self.program.modules.parameters():
-            parameter.grad = None
-        with poutine.trace(param_only=True) as capture:
-            loss = self._backward(arguments)
-        found = {}
-        for name, site in capture.trace.nodes.items():
-            found.setdefault(name, site["value"].unconstrained())
-        self._require_in_modules(found)
-        self.optimizer, self.scheduler = torch_optimizer(
-            self.config, self._named(found.items()), foreach=self.optimizer_foreach
-        )
-        self.names = self._optimizer_names(found)
-        self.known = len(pyro.get_param_store())
-        if self.waiting is not None:
-            self.load_state_dict(self.waiting)
-        self._require_finite(loss)
-        self.optimizer.step()
-        return loss
-
-    def _require_in_modules(self, found: dict) -> None:
+    def _check_found(self, found: dict) -> None:
         """With more than one process, an :class:`InputError` naming a parameter the programs train that is not in
         ``modules`` (DDP would not average its gradient, and the ranks' copies would drift apart)."""
         if self.sharding.world == 1:

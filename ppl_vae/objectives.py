@@ -410,10 +410,18 @@ class FastStep(ELBOStep):
         self.known = len(store)  # what was registered since this step's last update is another program's
         self.optimizer.zero_grad(set_to_none=True)
         with pyro.validation_enabled(False):
-            loss = self.elbo.loss_and_grads(self.model, self.guide, *arguments)
+            loss = self._backward(arguments)
         if len(store) != self.known:
             self._add_new_parameters()
         return loss
+
+    def _backward(self, arguments: tuple):
+        """The ELBO's loss on ``arguments``, its gradients accumulated in the parameters' ``.grad``."""
+        return self.elbo.loss_and_grads(self.model, self.guide, *arguments)
+
+    def _check_found(self, found: dict) -> None:
+        """A hook on the parameters the first update found (name -> unconstrained tensor), before the optimizer is
+        built over them: nothing to check in one process."""
 
     def _first_update(self, arguments: tuple):
         """The first update: the parameters found from its trace (as ``SVI.step`` finds them), the optimizer built
@@ -421,10 +429,11 @@ class FastStep(ELBOStep):
         for parameter in self.program.modules.parameters():
             parameter.grad = None
         with poutine.trace(param_only=True) as capture:
-            loss = self.elbo.loss_and_grads(self.model, self.guide, *arguments)
+            loss = self._backward(arguments)
         found = {}
         for name, site in capture.trace.nodes.items():
             found.setdefault(name, site["value"].unconstrained())
+        self._check_found(found)
         self.optimizer, self.scheduler = torch_optimizer(
             self.config, self._named(found.items()), foreach=self.optimizer_foreach
         )

@@ -4,6 +4,7 @@ short collective timeouts so that a broken rank fails the test in seconds.
 - after every update every rank holds rank 0's parameters; the train ELBO is the global one on every rank;
 - with keyed noise, 2 processes with per-rank batch B/2 take the steps of 1 process with batch B (float64), and a run
   checkpointed by 2 processes resumes in 1 with the numbers of an uninterrupted single-process run;
+- with keyed noise M2 (y enumerated, labels on either rank) trains in 2 processes as in 1;
 - ``ppl-vae train --nproc 2`` trains a user's program, records ``world_size`` and resumes with another count;
 - a rank killed mid-run (SIGKILL) leaves its last checkpoint intact and the run resumable.
 """
@@ -20,7 +21,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from cli_checks import one_error_line
-from ddp_workers import TIMEOUT_S, small_data, train_small, train_two, train_until_killed
+from ddp_workers import TIMEOUT_S, small_data, train_small, train_small_m2, train_two, train_until_killed
 
 from ppl_vae.checkpoint import load_checkpoint
 from ppl_vae.cli import main
@@ -59,8 +60,8 @@ def assert_same_weights(a: dict, b: dict, rtol: float = 1e-9) -> None:
 
 def test_every_update_leaves_the_ranks_with_the_same_parameters(two_process_run):
     saved, _ = two_process_run
-    # 2 runs of 2 epochs of 5 global minibatches (15, 15, 15, 15, 4); each update checked on both ranks
-    assert saved["steps"] == 10 and saved["checked"] == 20
+    # 3 runs of 2 epochs of 5 global minibatches (15, 15, 15, 15, 4); each update checked on both ranks
+    assert saved["steps"] == 10 and saved["checked"] == 30
     first, second = saved["train_elbos"]
     assert torch.equal(first, second)  # the global minibatches' loss, summed over the ranks, on every rank
 
@@ -69,6 +70,19 @@ def test_keyed_noise_two_processes_take_the_steps_of_one(two_process_run, data):
     saved, _ = two_process_run
     one = train_small(data, keyed_noise=True)
     history, weights = saved["keyed"]
+    assert_same_weights(weights, one[1])
+    for a, b in zip(history, one[0], strict=True):
+        assert a["train_elbo"] == pytest.approx(b["train_elbo"], rel=1e-9)
+        assert a["test_elbo"] == pytest.approx(b["test_elbo"], rel=1e-9)
+
+
+def test_keyed_noise_two_processes_train_m2_as_one(two_process_run, data):
+    """M2 with y enumerated and 20 labels among the 64 examples: the labelled rows of each global minibatch fall to
+    either rank, and the classification term, the enumerated sum and the held-out ELBO still add up to one
+    process's."""
+    saved, _ = two_process_run
+    one = train_small_m2(data, keyed_noise=True)
+    history, weights = saved["m2"]
     assert_same_weights(weights, one[1])
     for a, b in zip(history, one[0], strict=True):
         assert a["train_elbo"] == pytest.approx(b["train_elbo"], rel=1e-9)
