@@ -97,9 +97,11 @@ def heads_comparisons(heads: list[dict]) -> list[str]:
         "",
     ]
     for row in comparisons:
+        epochs = [f"epoch {row['early_epoch']} {_plus_minus(row['early'], row['early_se'])}"]
+        if row["last_epoch"] != row["early_epoch"]:  # a run of one epoch has one
+            epochs.append(f"epoch {row['last_epoch']} {_plus_minus(row['last'], row['last_se'])}")
         lines.append(
-            f"- {row['cell']}: {row['label']}: epoch {row['early_epoch']} {_plus_minus(row['early'], row['early_se'])}"
-            f", epoch {row['last_epoch']} {_plus_minus(row['last'], row['last_se'])} (paired over {row['seeds']} "
+            f"- {row['cell']}: {row['label']}: {', '.join(epochs)} (paired over {row['seeds']} "
             f"seed{'s' if row['seeds'] != 1 else ''})"
         )
     return lines
