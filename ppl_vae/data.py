@@ -48,6 +48,7 @@ __all__ = [
     "minibatches",
     "register_dataset",
     "validate_images",
+    "split_indices",
     "validation_split",
 ]
 
@@ -106,6 +107,17 @@ DATASETS = Registry("data set")
 """The registry: name -> loader ``(root, download) -> Dataset``."""
 
 
+def split_indices(count: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(validation, rest)``: sorted indices into ``count`` training examples, ``round(fraction * count)`` of them (at
+    least one, and one left) held out by a permutation drawn from ``torch.Generator().manual_seed(seed)``; with
+    ``fraction`` 0, no validation and every index in ``rest``. What :func:`validation_split` cuts."""
+    if not fraction:
+        return torch.arange(0), torch.arange(count)
+    held = min(count - 1, max(1, round(fraction * count)))
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+    return order[:held].sort().values, order[held:].sort().values
+
+
 def validation_split(data: Dataset, fraction: float, seed: int) -> Dataset:
     """``data`` with ``round(fraction * N_train)`` of its training examples (at least one, and one left to train on)
     held out: the result's ``x_train``/``y_train`` are the rest, its ``x_test``/``y_test`` the validation set, so
@@ -113,11 +125,9 @@ def validation_split(data: Dataset, fraction: float, seed: int) -> Dataset:
     permutation drawn from ``torch.Generator().manual_seed(seed)`` (the same seed, the same split; the global RNG is
     not touched), and kept in their original order. The real test set is not part of the result."""
     count = data.x_train.shape[0]
-    held = min(count - 1, max(1, round(fraction * count)))
     if count < 2:
         raise InputError(f"{data.name}: {count} training example cannot be split into training and validation")
-    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
-    validation, rest = order[:held].sort().values, order[held:].sort().values
+    validation, rest = split_indices(count, fraction, seed)
 
     def part(y, index):
         return None if y is None else y[index]

@@ -73,7 +73,7 @@ from pyro import poutine
 from torch import nn
 
 from ppl_vae.config import ModelConfig, RunConfig, TrainConfig
-from ppl_vae.data import Dataset, binarize
+from ppl_vae.data import Dataset, binarize, split_indices
 from ppl_vae.errors import InputError
 from ppl_vae.eval_shards import check_seed
 from ppl_vae.evaluate import Estimate, iwae_log_likelihood, observed_test_set
@@ -259,22 +259,27 @@ def labelled_subset(y: torch.Tensor, count: int, num_classes: int, seed: int) ->
     return torch.cat(chosen).sort().values
 
 
-def labelled_count(config: RunConfig, data: Dataset) -> int:
-    """The number of training examples that keep their label: ``config.train.labelled`` (``None``: all) for ``m2``,
-    0 for ``joint``."""
+def labelled_indices(config: RunConfig, data: Dataset) -> torch.Tensor:
+    """Indices into ``data.x_train`` of the examples that keep their label: ``config.train.labelled`` of them
+    (``None``: all) for ``m2``, none for ``joint``, as a balanced :func:`labelled_subset` of the examples that
+    training keeps. With ``--val-fraction`` those are the ones outside the validation split
+    (:func:`ppl_vae.data.split_indices`), so that no label is held out and the validation ELBO stays a bound on
+    ``log p(x)``; without it, every training example."""
+    train = config.train
+    rows = split_indices(data.x_train.shape[0], train.val_fraction, train.seed)[1]
     if config.model.family == "joint":
-        return 0
-    return data.x_train.shape[0] if config.train.labelled is None else config.train.labelled
+        return rows[:0]
+    if data.y_train is None:
+        raise InputError(f"--family m2 needs labels, and data set {data.name!r} has none")
+    count = rows.numel() if train.labelled is None else train.labelled
+    return rows[labelled_subset(data.y_train[rows], count, config.model.num_classes, train.seed)]
 
 
 def partial_labels(config: RunConfig, data: Dataset) -> torch.Tensor:
-    """``(N_train,)`` the training labels with all but the :func:`labelled_subset` replaced by ``-1``."""
+    """``(N_train,)`` the training labels with all but the :func:`labelled_indices` replaced by ``-1``."""
     labels = torch.full_like(data.x_train[:, 0], UNLABELLED, dtype=torch.long)
-    count = labelled_count(config, data)
-    if count:
-        if data.y_train is None:
-            raise InputError(f"--family m2 needs labels, and data set {data.name!r} has none")
-        index = labelled_subset(data.y_train, count, config.model.num_classes, config.train.seed)
+    index = labelled_indices(config, data)
+    if index.numel():
         labels[index] = data.y_train[index]
     return labels
 
@@ -375,7 +380,7 @@ def evaluate_discrete(program: UserProgram, data: Dataset, config: RunConfig, *,
     (no draws, one pass of the classifier), and the baseline classifier is trained from ``config.train.seed``."""
     networks = networks_of(program)
     x_test = observed_test_set(data.x_test, program.binary).to(program.device)
-    count = labelled_count(config, data)
+    index = labelled_indices(config, data)
     pyro.set_rng_seed(config.train.seed)
     with torch.no_grad():
         log_joint = class_log_joint(program, x_test, config.evaluation.k, keyed_seed=keyed_seed)
@@ -383,7 +388,7 @@ def evaluate_discrete(program: UserProgram, data: Dataset, config: RunConfig, *,
         predicted = networks.predict(x_test)
     metrics = {
         "family": config.model.family,
-        "labelled": count,
+        "labelled": index.numel(),
         "test_log_likelihood_exact_y": exact.mean,
         "test_log_likelihood_exact_y_se": exact.se,
         "clusters_used": int(predicted.unique().numel()),
@@ -397,7 +402,6 @@ def evaluate_discrete(program: UserProgram, data: Dataset, config: RunConfig, *,
         return metrics
     metrics["test_accuracy"] = accuracy(predicted, data.y_test)
     metrics["bayes_accuracy"] = accuracy(log_joint.argmax(-1), data.y_test)
-    index = labelled_subset(data.y_train, count, networks.num_classes, config.train.seed)
     x_train = data.x_train.to(program.device)
     baseline = train_baseline(
         config.model, x_train[index], data.y_train.to(program.device)[index], program.binary, config.train.seed

@@ -24,6 +24,7 @@ from pyro.infer import TraceEnum_ELBO, TraceGraph_ELBO
 from ppl_vae import semisupervised
 from ppl_vae.cli import main
 from ppl_vae.config import ModelConfig, RunConfig, TrainConfig
+from ppl_vae.data import split_indices
 from ppl_vae.errors import InputError
 from ppl_vae.evaluate import iwae_log_likelihood
 from ppl_vae.run import load
@@ -385,3 +386,17 @@ def test_compare_discrete_measures_each_estimator(tmp_path, capsys):
     assert rows["enum"]["grad_var_classifier"] < rows["tracegraph-baseline"]["grad_var_classifier"]
     assert rows["tracegraph-baseline"]["grad_var_classifier"] < rows["tracegraph"]["grad_var_classifier"]
     assert "| enum |" in capsys.readouterr().out
+
+
+def test_with_a_validation_split_every_label_stays_in_training(digits):
+    """--val-fraction holds examples out of training after the labels are chosen: the labelled subset is drawn among
+    the examples that stay, so --labelled 30 trains on 30 labels and no validation example carries one (its ELBO stays
+    a bound on log p(x)); without a split the subset is the one drawn before."""
+    model = ModelConfig(x_dim=64, image_shape=(1, 8, 8), num_classes=10, family="m2")
+    labels = partial_labels(RunConfig(model=model, train=TrainConfig(labelled=30, val_fraction=0.5, seed=3)), digits)
+    validation, rest = split_indices(digits.x_train.shape[0], 0.5, 3)
+    assert (labels[validation] == -1).all()
+    assert (labels[rest] >= 0).sum().item() == 30
+    assert torch.bincount(labels[labels >= 0], minlength=10).tolist() == [3] * 10
+    unsplit = partial_labels(RunConfig(model=model, train=TrainConfig(labelled=30, seed=3)), digits)
+    assert torch.equal(torch.nonzero(unsplit >= 0).flatten(), labelled_subset(digits.y_train, 30, 10, seed=3))
