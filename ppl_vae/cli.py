@@ -203,41 +203,10 @@ def _train_config(args) -> tuple[RunConfig, tuple[str, ...]]:
     return _config_from_args(args), ()
 
 
-RESUME_FIELDS = {
-    "epochs": ("train", "epochs"),
-    "batch_size": ("train", "batch_size"),
-    "lr": ("train", "lr"),
-    "optim": ("train", "optim"),
-    "lr_schedule": ("train", "lr_schedule"),
-    "lr_decay": ("train", "lr_decay"),
-    "elbo": ("train", "elbo"),
-    "num_particles": ("train", "num_particles"),
-    "beta": ("train", "beta"),
-    "anneal": ("train", "anneal"),
-    "anneal_epochs": ("train", "anneal_epochs"),
-    "seed": ("train", "seed"),
-    "device": ("train", "device"),
-    "eval_every": ("train", "eval_every"),
-    "on_nan": ("train", "on_nan"),
-    "max_nan_skips": ("train", "max_nan_skips"),
-    "keyed_noise": ("train", "keyed_noise"),
-    "path": ("train", "path"),
-    "val_fraction": ("train", "val_fraction"),
-    "labelled": ("train", "labelled"),
-    "alpha": ("train", "alpha"),
-    "epoch_eval_particles": ("train", "eval_particles"),
-    "eval_memory_mb": ("evaluation", "memory_mb"),
-    "family": ("model", "family"),
-    "classes": ("model", "num_classes"),
-    "k": ("evaluation", "k"),
-    "eval_particles": ("evaluation", "num_particles"),
-    "data": ("data", "name"),
-    "data_root": ("data", "root"),
-    "download": ("data", "download"),
-    **{name: ("model", name) for name in MODEL_FIELDS},
-}
-"""``ppl-vae train`` flags (their ``dest``) and the RunConfig field each sets, for ``--resume``: the flags a user gives
-are laid over the run's config.json, and :mod:`ppl_vae.resume` decides which changes are allowed."""
+RESUME_FIELDS = {flag.dest: flag.sets for flag in flags.command("train").flags if flag.sets is not None}
+"""``ppl-vae train`` flags (their ``dest``) and the RunConfig field each sets (:attr:`ppl_vae.flags.Flag.sets`, read
+from the one flag table), for ``--resume``: the flags a user gives are laid over the run's config.json, and
+:mod:`ppl_vae.resume` decides which changes are allowed."""
 
 
 def given_options(argv: list[str]) -> set[str]:

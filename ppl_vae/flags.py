@@ -80,6 +80,9 @@ class Flag:
         kind: ``value`` | ``switch`` (``store_true``) | ``append`` (repeatable) | ``positional`` | ``positionals``
             (one or more) | ``required``.
         metavar: the placeholder in ``--help`` (argparse's own when ``None``).
+        sets: the field of a run's :class:`~ppl_vae.config.RunConfig` the flag sets, as ``(section, field)`` (e.g.
+            ``("train", "eval_particles")`` for ``--epoch-eval-particles``): what ``ppl-vae train --resume`` lays
+            over the run's config.json; ``None`` for a flag that sets none.
     """
 
     name: str
@@ -89,6 +92,7 @@ class Flag:
     shown: str | None = None
     kind: str = VALUE
     metavar: str | None = None
+    sets: tuple[str, str] | None = None
 
     @property
     def dest(self) -> str:
@@ -141,19 +145,32 @@ def option(
     unset: bool = False,
     shown: str | None = None,
     metavar: str | None = None,
+    sets: tuple[str, str] | None = None,
 ) -> Flag:
     """A flag that takes a value, its default the field ``field`` of the dataclass ``schema`` (or, with ``schema``
     ``None``, ``field`` itself). ``unset=True``: ``args.<dest>`` is ``None`` when the flag is absent (see the module's
-    docstring). ``shown`` overrides how the default is shown (e.g. ``z_dim // 2``)."""
+    docstring). ``shown`` overrides how the default is shown (e.g. ``z_dim // 2``). ``sets``: the RunConfig field it
+    sets (:attr:`Flag.sets`); by default that field when ``schema`` is a section of a RunConfig."""
     default = schema_default(schema, field)
     if shown is None:
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
-    return Flag(name, help, parse, None if unset else default, shown, VALUE, metavar)
+    if sets is None and _run_section(schema) is not None:
+        sets = (_run_section(schema), field)
+    return Flag(name, help, parse, None if unset else default, shown, VALUE, metavar, sets)
 
 
-def switch(name: str, help: str) -> Flag:
-    """An on/off flag (``store_true``), off by default."""
-    return Flag(name, help, None, False, "off", SWITCH)
+def switch(name: str, help: str, sets: tuple[str, str] | None = None) -> Flag:
+    """An on/off flag (``store_true``), off by default; ``sets``: the RunConfig field it sets (:attr:`Flag.sets`)."""
+    return Flag(name, help, None, False, "off", SWITCH, sets=sets)
+
+
+def _run_section(schema: type | None) -> str | None:
+    """The section of :class:`~ppl_vae.config.RunConfig` whose dataclass is ``schema`` (``"train"`` for
+    ``TrainConfig``, ...), or ``None``."""
+    from ppl_vae.config import DataConfig, EvalConfig, ModelConfig, TrainConfig
+
+    sections = {TrainConfig: "train", ModelConfig: "model", EvalConfig: "evaluation", DataConfig: "data"}
+    return sections.get(schema)
 
 
 def repeated(name: str, help: str, metavar: str) -> Flag:
@@ -196,8 +213,16 @@ def _data_flags() -> tuple[Flag, ...]:
 
     return (
         option("--data", str, DataConfig, "name", DATA_HELP),
-        option("--data-root", str, None, "~/.cache/ppl_vae/data", "folder of torchvision data sets", unset=True),
-        switch("--download", "let torchvision download the data set"),
+        option(
+            "--data-root",
+            str,
+            None,
+            "~/.cache/ppl_vae/data",
+            "folder of torchvision data sets",
+            unset=True,
+            sets=("data", "root"),
+        ),
+        switch("--download", "let torchvision download the data set", sets=("data", "download")),
     )
 
 
@@ -343,8 +368,17 @@ def _train_flags() -> tuple[Flag, ...]:
             "all",
             "--family m2: training examples that keep their label, balanced over classes and chosen from --seed",
             unset=True,
+            sets=("train", "labelled"),
         ),
-        option("--classes", integer_or_text, None, "the data's classes", "--family joint: values of y", unset=True),
+        option(
+            "--classes",
+            integer_or_text,
+            None,
+            "the data's classes",
+            "--family joint: values of y",
+            unset=True,
+            sets=("model", "num_classes"),
+        ),
         option(
             "--alpha",
             float,
@@ -352,12 +386,14 @@ def _train_flags() -> tuple[Flag, ...]:
             "0.1 x training examples",
             "--family m2: weight of the classification term alpha log q(y | x)",
             unset=True,
+            sets=("train", "alpha"),
         ),
         option("--seed", int, TrainConfig, "seed", "seed of every random number generator, 0 to 2^32 - 1"),
         switch(
             "--keyed-noise",
             "draw the guide's noise and the binarization keyed to (seed, step, example), so that N processes take the "
             "same steps as one (Normal latent sites; see ppl_vae.sharding)",
+            sets=("train", "keyed_noise"),
         ),
         option(
             "--nproc",
@@ -537,6 +573,12 @@ def _use_flags(out: str, data: bool = True, label: str | None = None) -> tuple[F
         _trust("using RUN_DIR"),
     ]
     return tuple(flags)
+
+
+def command(name: str) -> Command:
+    """The command ``name`` of the table (``"train"``, ...)."""
+    (found,) = [command for command in commands() if command.name == name]
+    return found
 
 
 @functools.cache

@@ -8,7 +8,7 @@ from cli_checks import one_error_line
 
 from ppl_vae import flags
 from ppl_vae.cli import _config_from_args, build_parser, main
-from ppl_vae.config import EvalConfig, ModelConfig, TrainConfig
+from ppl_vae.config import DataConfig, EvalConfig, ModelConfig, TrainConfig
 from ppl_vae.report import ReportConfig
 
 COMMAND_NAMES = [command.name for command in flags.commands()]
@@ -18,7 +18,7 @@ COMMAND_NAMES = [command.name for command in flags.commands()]
 def test_help_shows_every_default_once(capsys, name):
     assert main([name, "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines: compare with single spaces
-    (command,) = [command for command in flags.commands() if command.name == name]
+    command = flags.command(name)
     for flag in command.flags:
         shown = " ".join(flag.help_text().replace("%%", "%").split())
         assert shown in text, flag.name
@@ -37,16 +37,17 @@ def test_train_defaults_are_the_schema_defaults():
     assert config.model == ModelConfig(**sized)
 
 
-def test_every_train_field_has_a_flag():
-    """Each TrainConfig and ModelConfig field a person sets is a flag of ``train`` (the rest are sized from the data
-    or set from Python)."""
-    dests = {flag.dest for command in flags.commands() if command.name == "train" for flag in command.flags}
-    python_only = {"latent_sites", "lr_horizon", "lr_factors", "x_dim", "image_shape", "num_classes"}
-    renamed = {"eval_particles": "epoch_eval_particles"}
-    for schema in (TrainConfig, ModelConfig):
-        for field in dataclasses.fields(schema):
-            if field.name not in python_only:
-                assert renamed.get(field.name, field.name) in dests, field.name
+def test_every_run_field_a_person_sets_is_set_by_one_train_flag():
+    """Each field of a RunConfig's train, model, evaluation and data sections that a person sets is the ``sets`` of
+    exactly one ``train`` flag (what ``--resume`` lays over config.json; the rest are sized from the data or set from
+    Python), and a flag's ``sets`` names a real field."""
+    sets = [flag.sets for flag in flags.command("train").flags if flag.sets is not None]
+    assert len(sets) == len(set(sets))
+    python_only = {"latent_sites", "lr_horizon", "lr_factors", "x_dim", "image_shape"}
+    sections = {"train": TrainConfig, "model": ModelConfig, "evaluation": EvalConfig, "data": DataConfig}
+    fields = {(section, field.name) for section, schema in sections.items() for field in dataclasses.fields(schema)}
+    assert set(sets) <= fields
+    assert {(section, name) for section, name in fields if name not in python_only} == set(sets)
 
 
 def test_epoch_eval_particles_reaches_the_config():
