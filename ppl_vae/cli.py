@@ -41,14 +41,15 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"ppl-vae: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``ppl-vae`` parser, every command and flag from the table of :mod:`ppl_vae.flags`."""
+def build_parser(given_only: bool = False) -> argparse.ArgumentParser:
+    """The ``ppl-vae`` parser, every command and flag from the table of :mod:`ppl_vae.flags`; ``given_only``: its
+    flags without defaults (:func:`given_options`)."""
     parser = OneLineParser(
         prog="ppl-vae", description="Variational autoencoders with Pyro: train, evaluate, use a trained run."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in flags.commands():
-        flags.add_command(subparsers, command).set_defaults(handler=HANDLERS[command.name])
+        flags.add_command(subparsers, command, given_only).set_defaults(handler=HANDLERS[command.name])
     return parser
 
 
@@ -211,13 +212,8 @@ from the one flag table), for ``--resume``: the flags a user gives are laid over
 
 def given_options(argv: list[str]) -> set[str]:
     """The ``dest`` of every option that ``argv`` actually gives (not those left at their defaults): ``argv`` parsed
-    again with every default suppressed."""
-    parser = build_parser()
-    for action in parser._subparsers._group_actions:  # the sub-commands' parsers
-        for command in action.choices.values():
-            for option in command._actions:
-                option.default = argparse.SUPPRESS
-    return set(vars(parser.parse_args(argv))) - {"command", "handler", "takes_train_flags"}
+    again by a parser whose flags have no defaults."""
+    return set(vars(build_parser(given_only=True).parse_args(argv))) - {"command", "handler", "takes_train_flags"}
 
 
 def _resumed_config(stored: RunConfig, args, given: set[str]) -> tuple[RunConfig, tuple[str, ...]]:

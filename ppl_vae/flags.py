@@ -105,25 +105,33 @@ class Flag:
             return f"{text} (required)"
         return text if self.shown is None else f"{text} (default: {self.shown})"
 
-    def add_to(self, parser: argparse.ArgumentParser) -> None:
-        """Add this flag to ``parser``."""
+    def add_to(self, parser: argparse.ArgumentParser, given_only: bool = False) -> None:
+        """Add this flag to ``parser``; ``given_only``: without a default, so that ``args`` holds it only when given."""
+        given = {"default": argparse.SUPPRESS} if given_only else {}
         if self.kind in (POSITIONAL, POSITIONALS):
             nargs = "+" if self.kind == POSITIONALS else None
-            parser.add_argument(self.name, nargs=nargs, type=self.parse, help=self.help_text(), metavar=self.metavar)
+            parser.add_argument(
+                self.name, nargs=nargs, type=self.parse, help=self.help_text(), metavar=self.metavar, **given
+            )
         elif self.kind == SWITCH:
-            parser.add_argument(self.name, action="store_true", help=self.help_text())
+            parser.add_argument(self.name, action="store_true", help=self.help_text(), **given)
         elif self.kind == APPEND:
             parser.add_argument(
-                self.name, action="append", default=[], type=self.parse, metavar=self.metavar, help=self.help_text()
+                self.name,
+                action="append",
+                type=self.parse,
+                metavar=self.metavar,
+                help=self.help_text(),
+                **({"default": []} | given),
             )
         else:
             parser.add_argument(
                 self.name,
                 type=self.parse,
-                default=self.default,
                 required=self.kind == REQUIRED,
                 metavar=self.metavar,
                 help=self.help_text(),
+                **({"default": self.default} | given),
             )
 
 
@@ -712,12 +720,13 @@ class HelpFormatter(argparse.HelpFormatter):
         return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
 
-def add_command(subparsers, command: Command) -> argparse.ArgumentParser:
-    """The subparser of ``command`` on ``subparsers`` (``add_subparsers``), every flag of the table added."""
+def add_command(subparsers, command: Command, given_only: bool = False) -> argparse.ArgumentParser:
+    """The subparser of ``command`` on ``subparsers`` (``add_subparsers``), every flag of the table added (without
+    defaults with ``given_only``: see :meth:`Flag.add_to`)."""
     parser = subparsers.add_parser(
         command.name, help=command.help, description=command.help, formatter_class=HelpFormatter
     )
     parser.set_defaults(takes_train_flags=command.takes_train_flags)
     for flag in command.flags:
-        flag.add_to(parser)
+        flag.add_to(parser, given_only)
     return parser
