@@ -2,6 +2,6 @@
 
 import sys
 
-from ppl_vae.cli import main
+from ppl_vae.console import main
 
 sys.exit(main())

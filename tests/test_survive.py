@@ -333,3 +333,30 @@ def test_a_reader_that_leaves_early_stops_the_run_in_one_line_and_it_resumes(tmp
     assert len(load_checkpoint(run_dir / "checkpoint.pt")["history"]) >= 1
     assert main(["train", "--resume", "--out", str(run_dir), "--no-progress"]) == 0
     assert len(json.loads((run_dir / "metrics.json").read_text())["history"]) == 3
+
+
+class _InterruptedImport:
+    """A meta-path finder that raises KeyboardInterrupt when ``ppl_vae.cli`` is imported: a Ctrl-C in the seconds
+    while torch, Pyro and ArviZ load."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "ppl_vae.cli":
+            raise KeyboardInterrupt
+        return None
+
+
+def test_a_ctrl_c_while_the_command_line_imports_is_one_line(monkeypatch, capsys):
+    from ppl_vae import console
+
+    monkeypatch.delitem(sys.modules, "ppl_vae.cli")
+    monkeypatch.setattr(sys, "meta_path", [_InterruptedImport(), *sys.meta_path])
+    assert console.main() == 130
+    assert capsys.readouterr().err.strip() == "ppl-vae: interrupted"
+
+
+def test_importing_the_package_loads_neither_torch_nor_pyro():
+    """``import ppl_vae`` is light (its names load on first use), so that the console script's guard above covers
+    the heavy imports; ``from ppl_vae import fit`` still works."""
+    code = "import sys, ppl_vae; print(sorted({'torch', 'pyro'} & set(sys.modules))); from ppl_vae import fit, VAE"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
