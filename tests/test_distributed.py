@@ -66,14 +66,18 @@ def test_every_update_leaves_the_ranks_with_the_same_parameters(two_process_run)
     assert torch.equal(first, second)  # the global minibatches' loss, summed over the ranks, on every rank
 
 
-def test_keyed_noise_two_processes_take_the_steps_of_one(two_process_run, data):
-    saved, _ = two_process_run
-    one = train_small(data, keyed_noise=True)
-    history, weights = saved["keyed"]
-    assert_same_weights(weights, one[1])
-    for a, b in zip(history, one[0], strict=True):
+def assert_same_run(two: tuple, one: tuple) -> None:
+    """``(history, weights)`` of a two-process run equal to one process's: the weights, and every epoch's train and
+    held-out ELBO, to float64 rounding."""
+    assert_same_weights(two[1], one[1])
+    for a, b in zip(two[0], one[0], strict=True):
         assert a["train_elbo"] == pytest.approx(b["train_elbo"], rel=1e-9)
         assert a["test_elbo"] == pytest.approx(b["test_elbo"], rel=1e-9)
+
+
+def test_keyed_noise_two_processes_take_the_steps_of_one(two_process_run, data):
+    saved, _ = two_process_run
+    assert_same_run(saved["keyed"], train_small(data, keyed_noise=True))
 
 
 def test_keyed_noise_two_processes_train_m2_as_one(two_process_run, data):
@@ -81,12 +85,7 @@ def test_keyed_noise_two_processes_train_m2_as_one(two_process_run, data):
     either rank, and the classification term, the enumerated sum and the held-out ELBO still add up to one
     process's."""
     saved, _ = two_process_run
-    one = train_small_m2(data, keyed_noise=True)
-    history, weights = saved["m2"]
-    assert_same_weights(weights, one[1])
-    for a, b in zip(history, one[0], strict=True):
-        assert a["train_elbo"] == pytest.approx(b["train_elbo"], rel=1e-9)
-        assert a["test_elbo"] == pytest.approx(b["test_elbo"], rel=1e-9)
+    assert_same_run(saved["m2"], train_small_m2(data, keyed_noise=True))
 
 
 def test_without_keyed_noise_the_ranks_draw_their_own_noise(two_process_run, data):
