@@ -155,7 +155,12 @@ def command_train(args) -> None:
         nproc = check_nproc(args.nproc)
         if distributed.launched():
             raise InputError(f"--nproc {nproc} inside torchrun: the processes are torchrun's; leave out --nproc")
-        _train_config(args)
+        train = _train_config(args)[0].train
+        if nproc > 1 or train.keyed_noise:
+            from ppl_vae.data_parallel import require_shardable
+
+            why = f"with {nproc} processes" if nproc > 1 else "with --keyed-noise"
+            require_shardable(train.elbo, train.path, why)
         raise SystemExit(launch(nproc, args.argv))
     config, refused = _train_config(args)
     run_dir = args.out or default_run_dir(config.data.name)

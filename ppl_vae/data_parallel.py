@@ -32,8 +32,27 @@ from ppl_vae.errors import InputError
 from ppl_vae.objectives import FastStep
 from ppl_vae.sharding import Sharding
 
-SHARDED_OBJECTIVES = "trace, meanfield, stl or enum"
-"""The ``--elbo`` names a sharded run trains (in words, for refusals)."""
+SHARDED_ELBOS = ("trace", "meanfield", "stl", "enum")
+"""The ``--elbo`` names a sharded run trains: the Pyro ELBOs with a ``differentiable_loss`` for any batch shape."""
+
+SHARDED_OBJECTIVES = ", ".join(SHARDED_ELBOS[:-1]) + f" or {SHARDED_ELBOS[-1]}"
+"""The same, in words, for refusals."""
+
+
+def require_shardable(elbo: str, path: str, why: str) -> None:
+    """An :class:`InputError` for an ``--elbo`` or ``--path`` that a sharded run (``why``: "with 2 processes", ...)
+    cannot train: checked by ``ppl-vae train --nproc`` before it starts any process, where the step itself would
+    refuse it in every process at the first update."""
+    if elbo not in SHARDED_ELBOS:
+        raise InputError(f"--elbo {elbo} trains one process with its own noise; {why} use --elbo {SHARDED_OBJECTIVES}")
+    require_shardable_path(path, why)
+
+
+def require_shardable_path(path: str, why: str) -> None:
+    """An :class:`InputError` for a ``--path`` that a sharded run cannot take (``plain``: SVI and Pyro's optimizers;
+    ``graph``: one compiled batch shape); ``auto`` and ``fast`` train it."""
+    if path in ("plain", "graph"):
+        raise InputError(f"--path {path} trains one process with its own noise; {why} use --path auto or fast")
 
 
 class ELBOLoss(nn.Module):

@@ -2,9 +2,10 @@
 
 It runs, as a child process::
 
-    python -m torch.distributed.run --standalone --nproc_per_node N -m ppl_vae train <the same flags, less --nproc>
+    python -m ppl_vae.torchrun --standalone --nproc_per_node N -m ppl_vae train <the same flags, less --nproc>
 
-(``torchrun`` itself; ``--standalone`` picks a free local rendezvous), forwards SIGINT and SIGTERM to it (torchrun
+(``torchrun`` itself, its failure report cut to one line: :mod:`ppl_vae.torchrun`; ``--standalone`` picks a free
+local rendezvous), forwards SIGINT and SIGTERM to it (torchrun
 passes them to every worker, which checkpoints and stops: see :mod:`ppl_vae.interrupt`), and exits with its status.
 For several machines call ``torchrun`` directly (README: "More than one process").
 """
@@ -43,7 +44,7 @@ def without_nproc(argv: list[str]) -> list[str]:
 
 def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
     """The command line that trains ``argv`` (``train ...``, without ``--nproc``) in ``nproc`` local processes."""
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    launcher = [sys.executable, "-m", "ppl_vae.torchrun", "--standalone", f"--nproc_per_node={nproc}"]
     return [*launcher, "-m", "ppl_vae", *argv]
 
 

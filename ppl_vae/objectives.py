@@ -689,13 +689,9 @@ def elbo_step(program: UserProgram, config: TrainConfig, make_elbo, **options) -
     ``fast`` (every Pyro ELBO has the ``loss_and_grads`` it runs), :class:`SVIStep` for ``plain``."""
     sharding = _sharding(config)
     if sharding is not None:  # more than one process, or keyed noise: DDP's step (see ppl_vae.data_parallel)
-        from ppl_vae.data_parallel import ShardedStep
+        from ppl_vae.data_parallel import ShardedStep, require_shardable_path
 
-        if config.path in ("plain", "graph"):
-            raise InputError(
-                f"--path {config.path} trains one process with its own noise; {_sharded_why(sharding)} use --path auto "
-                "or fast"
-            )
+        require_shardable_path(config.path, _sharded_why(sharding))
         return ShardedStep(program, config, make_elbo, sharding=sharding, **options)
     kind = {"plain": SVIStep, "fast": FastStep}.get(config.path, GraphStep)
     return kind(program, config, make_elbo, **options)

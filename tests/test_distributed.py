@@ -11,9 +11,12 @@ short collective timeouts so that a broken rank fails the test in seconds.
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -148,7 +151,7 @@ def test_nproc_runs_torchrun_with_the_other_flags():
     argv = ["train", "--nproc", "2", "--epochs", "1", "--nproc=3", "--out", "x"]
     assert without_nproc(argv) == ["train", "--epochs", "1", "--out", "x"]
     command = torchrun_command(2, without_nproc(argv))
-    assert command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    assert command[1:5] == ["-m", "ppl_vae.torchrun", "--standalone", "--nproc_per_node=2"]
     assert command[5:] == ["-m", "ppl_vae", "train", "--epochs", "1", "--out", "x"]
 
 
@@ -191,3 +194,32 @@ def test_a_rank_killed_mid_run_leaves_the_last_checkpoint_and_the_run_resumable(
     assert 1 <= trained < 200
     history, _ = train_small(data, run_dir=run_dir, resume=True, keyed_noise=True, epochs=trained + 1)
     assert [record["epoch"] for record in history] == list(range(1, trained + 2))
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--elbo", "iwae"], "--elbo iwae trains one process with its own noise; with 2 processes use --elbo trace, "),
+        (["--path", "plain"], "--path plain trains one process with its own noise; with 2 processes use --path auto"),
+    ],
+)
+def test_nproc_refuses_what_a_sharded_run_cannot_train_before_starting_any_process(flags, message, capsys, monkeypatch):
+    monkeypatch.setattr("ppl_vae.launch.launch", lambda *args: pytest.fail("launched"))
+    assert main(["train", "--nproc", "2", "--epochs", "1", *flags]) == 2
+    assert one_error_line(capsys).startswith(f"ppl-vae: error: {message}")
+
+
+def test_a_failed_worker_under_nproc_is_one_line_with_its_exit_status(tmp_path, monkeypatch):
+    """torchrun's report of a failed worker (a traceback and a framed table) becomes one line after the workers'
+    own, and the exit status is the worker's (1: training stopped on a non-finite step)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("PPL_VAE_DIST_TIMEOUT", str(TIMEOUT_S))
+    monkeypatch.chdir(ROOT)
+    flags = ["--lr", "1e6", "--epochs", "1", "--z-dim", "2", "--hidden", "8", "--no-progress"]
+    argv = ["--standalone", "--nproc_per_node=2", "-m", "ppl_vae", "train", *flags, "--out", str(tmp_path / "run")]
+    done = subprocess.run(
+        [sys.executable, "-m", "ppl_vae.torchrun", *argv], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"ppl-vae: rank [01] stopped with exit status 1 \(its message is above\)", last), last
