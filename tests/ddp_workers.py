@@ -7,11 +7,11 @@ set here by hand), trains with one thread, in float64, and checks after every up
 0's; rank 0 saves what it trained for the test to compare with one process.
 """
 
-import dataclasses
 import os
 
 import torch
 import torch.distributed as dist
+from small_digits import float64_digits
 
 TIMEOUT_S = 20.0
 """The collective timeout of the test groups: a broken rank fails the test in seconds instead of hanging it."""
@@ -20,13 +20,7 @@ TIMEOUT_S = 20.0
 def small_data(digits):
     """64 training and 20 test digits in float64: global minibatches of 15 split 8 + 7 over two ranks, and a last one
     of 4 (2 + 2)."""
-    return dataclasses.replace(
-        digits,
-        x_train=digits.x_train[:64].double(),
-        y_train=digits.y_train[:64],
-        x_test=digits.x_test[:20].double(),
-        y_test=digits.y_test[:20],
-    )
+    return float64_digits(digits, 64, 20)
 
 
 def train_small(data, run_dir=None, resume=False, **train):

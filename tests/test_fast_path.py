@@ -4,13 +4,13 @@ latent sites, labels), every Pyro objective, schedules and per-group rates; a ch
 the other; one optimizer over all parameters steps as Pyro's optimizer per parameter does."""
 
 import copy
-import dataclasses
 
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
 from pyro.optim.clipped_adam import ClippedAdam
+from small_digits import float64_digits
 from torch import nn
 
 from ppl_vae.config import TrainConfig
@@ -28,13 +28,7 @@ pytestmark = pytest.mark.usefixtures("float64")
 @pytest.fixture
 def data(digits):
     """200 training and 50 test digits in float64 (the last minibatch of 64 is short: 8 images)."""
-    return dataclasses.replace(
-        digits,
-        x_train=digits.x_train[:200].double(),
-        y_train=digits.y_train[:200],
-        x_test=digits.x_test[:50].double(),
-        y_test=digits.y_test[:50],
-    )
+    return float64_digits(digits, 200, 50)
 
 
 def train_vae(data, run_dir=None, resume=False, **train):

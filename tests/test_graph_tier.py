@@ -4,7 +4,6 @@ tolerance (float64) for the built-in VAE, users' programs (masks, labels, two la
 warm-up and schedules, short last batches included; programs that a graph would freeze wrongly fall back to the fast
 path with one warning and the fast path's numbers."""
 
-import dataclasses
 import random
 
 import pyro
@@ -12,6 +11,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 from pyro.infer import Trace_ELBO
+from small_digits import float64_digits
 from test_fast_path import assert_same_run, masked_two_site_program, train_vae
 from torch import nn
 
@@ -30,13 +30,7 @@ pytestmark = pytest.mark.usefixtures("float64")
 @pytest.fixture
 def data(digits):
     """200 training and 50 test digits in float64 (the last minibatch of 64 is short: 8 images)."""
-    return dataclasses.replace(
-        digits,
-        x_train=digits.x_train[:200].double(),
-        y_train=digits.y_train[:200],
-        x_test=digits.x_test[:50].double(),
-        y_test=digits.y_test[:50],
-    )
+    return float64_digits(digits, 200, 50)
 
 
 @pytest.fixture
