@@ -223,9 +223,11 @@ def make_step(program: VAE | UserProgram, config: TrainConfig, *, elbo: ELBO | N
     step = OBJECTIVES.get(config.elbo)(program, config)
     sharding = _sharding(config)
     if sharding is not None and not _is_sharded(step):
+        from ppl_vae.data_parallel import SHARDED_OBJECTIVES
+
         raise InputError(
             f"--elbo {config.elbo} trains one process with its own noise; {_sharded_why(sharding)} use --elbo "
-            "trace, meanfield, stl or enum"
+            f"{SHARDED_OBJECTIVES}"
         )
     if config.path in ("fast", "graph") and not isinstance(step, FastStep):
         raise InputError(
