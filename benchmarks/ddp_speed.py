@@ -29,7 +29,6 @@ import importlib.util
 import io
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -37,7 +36,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
+from machine import environment
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGURATIONS = {"mlp": ["--hidden", "400", "--z-dim", "50"], "conv": ["--net", "conv", "--z-dim", "50"]}
@@ -116,18 +115,6 @@ def measure(args: argparse.Namespace, data: Path, folder: Path) -> dict:
             for count, seconds in runs.items()
         }
     return rows
-
-
-def environment(device: str) -> dict:
-    return {
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "device": device,
-        "gpus": torch.cuda.device_count() if torch.cuda.is_available() else 0,
-        "load_average": list(os.getloadavg()),
-    }
 
 
 def markdown(result: dict) -> str:

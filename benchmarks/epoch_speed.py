@@ -66,7 +66,6 @@ import io
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -78,6 +77,7 @@ from pathlib import Path
 import pyro
 import torch
 import torch.nn.functional as F
+from machine import environment
 from torch import nn
 
 import ppl_vae
@@ -471,36 +471,6 @@ def measure_memory(setup: Setup, runners: list[str], argv: list[str], args) -> d
 
 
 # --- report -------------------------------------------------------------------------------------------------------
-def environment(device: torch.device) -> dict:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in _read("/proc/cpuinfo").splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    return {
-        "torch": torch.__version__,
-        "pyro": pyro.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "device": str(device),
-        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "load_average": list(os.getloadavg()),
-    }
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return ""
-
-
 def markdown(result: dict) -> str:
     lines = []
     for name, configuration in result["configurations"].items():

@@ -46,16 +46,15 @@ import io
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import pyro
 import torch
 import torch.nn.functional as F
+from machine import environment
 from torch import nn
 
 import ppl_vae
@@ -199,20 +198,6 @@ def measure(args: argparse.Namespace) -> dict:
     result["ratio"] = result["ppl_vae"]["seconds"] / result["plain"]["seconds"]
     result["max_abs_difference"] = (values["ppl_vae"].double() - values["plain"].double()).abs().max().item()
     return result
-
-
-def environment(device: torch.device) -> dict:
-    return {
-        "torch": torch.__version__,
-        "pyro": pyro.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "device": str(device),
-        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "load_average": list(os.getloadavg()),
-    }
 
 
 def markdown(result: dict) -> str:

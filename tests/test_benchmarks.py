@@ -11,6 +11,7 @@ import pytest
 import torch
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))  # their shared modules (machine.py), as when a benchmark runs as a script
 
 
 def load_benchmark(name):
