@@ -14,16 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import statistics
 import tempfile
 from pathlib import Path
 
 from ddp_speed import train_once
 
-
-def mean_se(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) / math.sqrt(len(values))
+from ppl_vae.compare import mean_and_se
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -43,8 +39,8 @@ def main(argv: list[str] | None = None) -> dict:
                 elbos[count].append(train_once(count, 1, [*flags, "--seed", str(seed)], out)["test_elbo"])
     result = {"settings": vars(args) | {"out": None}, "test_elbo": elbos}
     for count, values in elbos.items():
-        result[f"{count}_process_mean_se"] = mean_se(values)
-    result["difference_mean_se"] = mean_se([b - a for a, b in zip(elbos[1], elbos[2], strict=True)])
+        result[f"{count}_process_mean_se"] = mean_and_se(values)
+    result["difference_mean_se"] = mean_and_se([b - a for a, b in zip(elbos[1], elbos[2], strict=True)])
     for key in ("1_process_mean_se", "2_process_mean_se", "difference_mean_se"):
         mean, se = result[key]
         print(f"{key.removesuffix('_mean_se').replace('_', ' ')}: {mean:.3f} +- {se:.3f} nats per example")

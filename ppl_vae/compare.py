@@ -428,10 +428,21 @@ def _row(name: str, members: list[Run], settings: list[str], results: list[str],
 
 
 def _mean_and_se(values: list[float], errors: list) -> tuple[float, float | None]:
-    """The mean of ``values``; its standard error over them (``ddof = 1``) for several, the one given for one."""
+    """The mean of ``values``; its standard error over them (:func:`mean_and_se`) for several, the one given for
+    one."""
     if len(values) == 1:
         return values[0], errors[0]
-    return float(np.mean(values)), float(np.std(values, ddof=1) / math.sqrt(len(values)))
+    return mean_and_se(values)
+
+
+def mean_and_se(values: Sequence[float]) -> tuple[float, float | None]:
+    """The mean of ``values`` (e.g. one number per seed) and its standard error ``sd / sqrt(n)``, ``sd`` with
+    ``n - 1`` degrees of freedom; ``None`` for one value."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    variance = sum((value - mean) ** 2 for value in values) / (len(values) - 1)
+    return mean, math.sqrt(variance / len(values))
 
 
 def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:

@@ -439,7 +439,8 @@ def plot_head_curves(heads: list[dict], path: str | Path, title: str = "Scale he
 def plot_head_lr(heads: list[dict], path: str | Path, title: str = "Scale heads over learning rates") -> Path:
     """The last epoch's test ELBO (mean +- standard error over seeds) against the learning rate, one line per (head,
     scale-step factor), one panel per (estimator, optimizer, z_dim)."""
-    from ppl_vae.lab.heads_study import mean_and_se, run_label
+    from ppl_vae.compare import mean_and_se
+    from ppl_vae.lab.heads_study import run_label
 
     cells = list(dict.fromkeys((row["estimator"], row["optimizer"], row["z_dim"]) for row in heads))
     labels = list(dict.fromkeys(run_label(row) for row in heads))

@@ -58,6 +58,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ppl_vae.compare import mean_and_se
 from ppl_vae.config import MAX_INT, require, require_int, require_positive, require_seed
 from ppl_vae.data import Dataset
 from ppl_vae.errors import InputError
@@ -409,15 +410,6 @@ def run_label(row: dict) -> str:
 
 def cell_name(row: dict) -> str:
     return f"{row['estimator']}, {row['optimizer']} lr {row['lr']:g}, z_dim {row['z_dim']}"
-
-
-def mean_and_se(values: Sequence[float]) -> tuple[float, float | None]:
-    """The mean and its standard error ``sd / sqrt(n)`` (``None`` for one value)."""
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, None
-    variance = sum((value - mean) ** 2 for value in values) / (len(values) - 1)
-    return mean, math.sqrt(variance / len(values))
 
 
 def paired_differences(heads: list[dict], early_epoch: int = 5) -> list[dict]:

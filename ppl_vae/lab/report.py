@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ppl_vae.checkpoint import save_json
-from ppl_vae.lab.heads_study import mean_and_se, paired_differences, run_groups, run_label
+from ppl_vae.compare import mean_and_se
+from ppl_vae.lab.heads_study import paired_differences, run_groups, run_label
 from ppl_vae.tables import table
 
 
