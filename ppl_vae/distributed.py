@@ -113,14 +113,6 @@ def process_group(device: str = "cpu", timeout: float | None = None) -> Iterator
         dist.destroy_process_group()
 
 
-def broadcast(values: list) -> list:
-    """Rank 0's ``values`` (plain numbers) on every rank; ``values`` as they are in a single process."""
-    if world_size() == 1:
-        return values
-    dist.broadcast_object_list(values, src=0)
-    return values
-
-
 def any_rank(flag: bool) -> bool:
     """True on every rank when ``flag`` is true on any (a signal that reached one process stops them all at the same
     step); ``flag`` itself in a single process."""
